@@ -1,0 +1,445 @@
+"""The `tweetforge` command: each command is a thin call into a stage."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import date, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tweetforge.clean import CleaningRules
+
+app = typer.Typer(
+    help="Turn someone's posts into a small language model that writes like them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+dataset_app = typer.Typer(help="Frozen, versioned training data: create, list, show.", no_args_is_help=True)
+optout_app = typer.Typer(help="Authors who must never be modelled.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
+app.add_typer(optout_app, name="optout")
+
+console = Console()
+errors = Console(stderr=True)
+
+
+def fail(message: str) -> typer.Exit:
+    errors.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(1)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def engine():  # type: ignore[no-untyped-def]
+    from tweetforge.store.db import get_engine
+
+    return get_engine()
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+AuthorsOption = Annotated[
+    list[str] | None, typer.Option("--author", "-a", help="Only this author (repeat for several).")
+]
+DropReplies = Annotated[bool, typer.Option("--drop-replies", help="Drop replies.")]
+KeepRetweets = Annotated[bool, typer.Option("--keep-retweets", help="Keep retweets (dropped by default).")]
+StripReplyMentions = Annotated[
+    bool, typer.Option("--strip-reply-mentions", help="Remove the '@a @b' chain replies start with.")
+]
+MentionPlaceholder = Annotated[
+    str | None, typer.Option("--mention-placeholder", help="Replace every @mention with this, e.g. @user.")
+]
+KeepNewlines = Annotated[bool, typer.Option("--keep-newlines", help="Keep line breaks inside posts.")]
+KeepDuplicates = Annotated[bool, typer.Option("--keep-duplicates", help="Keep exact duplicate posts.")]
+MinWords = Annotated[
+    int, typer.Option("--min-words", help="Drop posts with fewer words (not counting links, @mentions, #hashtags).")
+]
+Languages = Annotated[
+    list[str] | None, typer.Option("--language", help="Keep only this language tag, as the source recorded it (repeat).")
+]
+
+
+def cleaning_rules(
+    drop_replies: bool,
+    keep_retweets: bool,
+    strip_reply_mentions: bool,
+    mention_placeholder: str | None,
+    keep_newlines: bool,
+    keep_duplicates: bool,
+    min_words: int,
+    languages: list[str] | None,
+) -> CleaningRules:
+    return CleaningRules(
+        drop_retweets=not keep_retweets,
+        drop_replies=drop_replies,
+        strip_reply_mentions=strip_reply_mentions,
+        mention_placeholder=mention_placeholder,
+        keep_newlines=keep_newlines,
+        min_words=min_words,
+        drop_duplicates=not keep_duplicates,
+        languages=tuple(languages or ()),
+    )
+
+
+def parse_day(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise fail(f"{option} {value!r} is not a date like 2019-01-01") from None
+
+
+@app.command()
+def ingest(
+    source: Annotated[str, typer.Argument(help="A file, an X archive (ZIP or folder), or example:trump.")],
+    format: Annotated[str | None, typer.Option("--format", "-f", help="Override detection (see --help of formats).")] = None,
+    author: Annotated[str | None, typer.Option("--author", help="Author of every post (required where the file has none).")] = None,
+    encoding: Annotated[str | None, typer.Option("--encoding", help="Text encoding, e.g. latin-1.")] = None,
+    network: Annotated[str, typer.Option("--network", help="Network the posts come from.")] = "twitter",
+    text_column: Annotated[str | None, typer.Option("--text-column")] = None,
+    author_column: Annotated[str | None, typer.Option("--author-column")] = None,
+    id_column: Annotated[str | None, typer.Option("--id-column")] = None,
+    time_column: Annotated[str | None, typer.Option("--time-column")] = None,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Import the good records and list the bad ones.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Import posts into the store, in one transaction: a bad file changes nothing."""
+    from tweetforge.ingest import ingest as run_ingest
+    from tweetforge.sources import ReadOptions, SourceError, open_source
+
+    options = ReadOptions(
+        author=author,
+        encoding=encoding,
+        network=network,
+        text_column=text_column,
+        author_column=author_column,
+        id_column=id_column,
+        time_column=time_column,
+    )
+    try:
+        src = open_source(source, format, options)
+        with Progress(
+            SpinnerColumn(),
+            TextColumn(f"reading {src.format} [bold]{source}[/]"),
+            TextColumn("{task.completed:,} records"),
+            TimeElapsedColumn(),
+            console=errors,
+            transient=True,
+            disable=as_json,
+        ) as bar:
+            task = bar.add_task("ingest", total=None)
+            result = run_ingest(engine(), src, skip_bad=skip_bad, progress=lambda n: bar.update(task, completed=n))
+    except SourceError as exc:
+        raise fail(str(exc)) from None
+    except (OSError, LookupError) as exc:  # unreadable file, unknown --encoding
+        raise fail(f"{source}: {exc}") from None
+    summary = {
+        "import_id": result.import_id,
+        "source": result.source,
+        "format": result.format,
+        "records": result.records,
+        "new": result.new,
+        "updated": result.updated,
+        "unchanged": result.unchanged,
+        "repeated_in_file": result.repeated,
+        "refused_opted_out": result.refused,
+        "skipped": [{"location": b.location, "reason": b.reason} for b in result.skipped],
+        "authors": result.authors,
+        "seconds": round(result.duration_s, 3),
+    }
+    if as_json:
+        print_json(summary)
+        return
+    authors = ", ".join(f"@{a} ({n:,})" for a, n in list(result.authors.items())[:5])
+    console.print(
+        f"Imported [bold]{source}[/] as {result.format} (import #{result.import_id}): {result.records:,} records, "
+        f"[green]{result.new:,} new[/], {result.updated:,} updated, {result.unchanged:,} unchanged"
+        f" in {result.duration_s:.1f} s. Authors: {authors}",
+        highlight=False,
+    )
+    if result.repeated:
+        console.print(f"{result.repeated:,} records repeated an earlier record of the same file and were counted once.")
+    if result.refused:
+        console.print(f"[yellow]{result.refused:,} posts of opted-out authors were refused.[/]")
+    if result.skipped:
+        console.print(f"[yellow]Skipped {len(result.skipped):,} bad records:[/]")
+        for bad in result.skipped[:20]:
+            console.print(f"  {bad.location}: {bad.reason}", highlight=False)
+        if len(result.skipped) > 20:
+            console.print(f"  … and {len(result.skipped) - 20:,} more (stored with the import, see: tweetforge imports --json)")
+
+
+@app.command()
+def imports(as_json: JsonOption = False) -> None:
+    """Every import run: source, format, file hash, counts and duration."""
+    from sqlalchemy import select
+
+    from tweetforge.store.schema import imports as imports_table
+
+    with engine().connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(select(imports_table).order_by(imports_table.c.id))]
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("No imports yet: tweetforge ingest example:trump")
+        return
+    table = Table("#", "when", "source", "format", "records", "new", "updated", "unchanged", "skipped", "refused", "s")
+    for r in rows:
+        table.add_row(
+            str(r["id"]), r["started_at"].strftime("%Y-%m-%d %H:%M"), r["source"], r["format"],
+            f"{r['records']:,}", f"{r['new']:,}", f"{r['updated']:,}", f"{r['unchanged']:,}",
+            f"{r['skipped']:,}", f"{r['refused']:,}", f"{r['duration_s']:.1f}",
+        )
+    console.print(table)
+
+
+STATS_COLUMNS = [
+    ("downloaded", "posts"),
+    ("retweets", "RT"),
+    ("replies", "replies"),
+    ("replies_dropped", "replies dropped"),
+    ("other_language", "other lang."),
+    ("short", "short"),
+    ("duplicates", "dupes"),
+    ("kept", "kept"),
+    ("characters_kept", "chars kept"),
+]
+OPTIONAL_STATS = {"replies_dropped", "other_language"}
+"""Shown only when a rule that fills them is on, so the table fits a terminal."""
+
+
+def stats_table(rows: list[dict], title: str) -> Table:
+    from rich import box
+
+    shown = [(k, label) for k, label in STATS_COLUMNS if k not in OPTIONAL_STATS or any(r[k] for r in rows)]
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("author")
+    for _, label in shown:
+        table.add_column(label, justify="right")
+    table.add_column("period")
+    for row in rows:
+        period = f"{(row['first'] or '?')[:7]}…{(row['last'] or '?')[:7]}"
+        table.add_row(f"@{row['author']}", *[f"{row[key]:,}" for key, _ in shown], period)
+    return table
+
+
+@app.command()
+def stats(
+    authors: AuthorsOption = None,
+    drop_replies: DropReplies = False,
+    keep_retweets: KeepRetweets = False,
+    strip_reply_mentions: StripReplyMentions = False,
+    mention_placeholder: MentionPlaceholder = None,
+    keep_newlines: KeepNewlines = False,
+    keep_duplicates: KeepDuplicates = False,
+    min_words: MinWords = 3,
+    languages: Languages = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Also save posts per month and length histograms as PNG.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Per author: downloaded, retweets, replies, short, duplicates, kept — what cleaning would keep."""
+    from tweetforge.clean import clean, cleaning_stats
+    from tweetforge.store.posts import read_posts
+
+    rules = cleaning_rules(drop_replies, keep_retweets, strip_reply_mentions, mention_placeholder, keep_newlines, keep_duplicates, min_words, languages)
+    with engine().connect() as conn:
+        frame = read_posts(conn, authors or None)
+    if frame.height == 0:
+        who = " of " + ", ".join(authors) if authors else ""
+        raise fail(f"no stored posts{who}: import some first, e.g. tweetforge ingest example:trump")
+    cleaned = clean(frame, rules)
+    rows = cleaning_stats(cleaned)
+    if plot is not None:
+        from tweetforge.plots import plot_data_stats
+
+        plot_data_stats(cleaned, plot)
+    if as_json:
+        print_json(rows)
+        return
+    console.print(stats_table(rows, f"What cleaning keeps (rules v{rules.describe()['version']})"))
+    console.print("posts = RT + short + dupes + kept (+ replies dropped + other lang. when those rules are on); "
+                  "'replies' counts every reply, kept or not.", style="dim")
+    if plot is not None:
+        console.print(f"Plot saved to {plot}")
+
+
+@dataset_app.command("create")
+def dataset_create(
+    name: Annotated[str, typer.Argument(help="A new name, e.g. elon-v1 (snapshots are immutable).")],
+    authors: AuthorsOption = None,
+    since: Annotated[str | None, typer.Option("--since", help="Only posts from this day on (YYYY-MM-DD).")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Only posts before this day (YYYY-MM-DD).")] = None,
+    drop_replies: DropReplies = False,
+    keep_retweets: KeepRetweets = False,
+    strip_reply_mentions: StripReplyMentions = False,
+    mention_placeholder: MentionPlaceholder = None,
+    keep_newlines: KeepNewlines = False,
+    keep_duplicates: KeepDuplicates = False,
+    min_words: MinWords = 3,
+    languages: Languages = None,
+    split: Annotated[str, typer.Option("--split", help="train/validation/test percentages.")] = "90/5/5",
+    balance: Annotated[bool, typer.Option("--balance", help="Oversample smaller authors to the largest one's characters.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Freeze cleaned posts into an immutable Parquet snapshot with a hash-frozen split."""
+    from tweetforge.config import get_settings
+    from tweetforge.store.snapshots import DatasetError, SnapshotRequest, create_snapshot
+
+    try:
+        parts = [float(p) for p in split.split("/")]
+        if len(parts) != 3:
+            raise ValueError
+    except ValueError:
+        raise fail(f"--split {split!r} must be three percentages like 90/5/5") from None
+    request = SnapshotRequest(
+        name=name,
+        authors=tuple(authors or ()),
+        since=parse_day(since, "--since"),
+        until=parse_day(until, "--until"),
+        rules=cleaning_rules(drop_replies, keep_retweets, strip_reply_mentions, mention_placeholder, keep_newlines, keep_duplicates, min_words, languages),
+        fractions=(parts[0] / 100, parts[1] / 100, parts[2] / 100),
+        balance=balance,
+    )
+    try:
+        with console.status(f"cleaning and freezing {name}…"):
+            snapshot = create_snapshot(engine(), get_settings().datasets_dir, request)
+    except DatasetError as exc:
+        raise fail(str(exc)) from None
+    for warning in snapshot.warnings:
+        errors.print(f"[yellow]Warning:[/] {warning}", highlight=False)
+    if as_json:
+        print_json(snapshot.manifest())
+        return
+    show_snapshot(snapshot)
+
+
+def show_snapshot(snapshot: Any) -> None:
+    splits = snapshot.counts["splits"]
+    table = Table(title=f"dataset {snapshot.name}: {snapshot.posts:,} posts", title_justify="left")
+    table.add_column("author")
+    for s in ("train", "validation", "test"):
+        table.add_column(s, justify="right")
+    table.add_column("characters", justify="right")
+    for author in snapshot.authors:
+        table.add_row(
+            f"@{author}",
+            *[f"{splits[s].get(author, 0):,}" for s in ("train", "validation", "test")],
+            f"{snapshot.counts['characters'].get(author, 0):,}",
+        )
+    console.print(table)
+    if snapshot.counts.get("cleaning"):
+        console.print(stats_table(snapshot.counts["cleaning"], "cleaning"))
+    filters = snapshot.filters
+    console.print(
+        f"path {snapshot.path}\ncontent hash {snapshot.content_hash}\ncreated {snapshot.created_at:%Y-%m-%d %H:%M:%S}, "
+        f"cleaning rules v{snapshot.rules_version}, split {'/'.join(f'{f * 100:g}' for f in filters['fractions'])}"
+        + (f", oversampled copies {snapshot.counts['oversampled']:,}" if filters.get("balance") else ""),
+        highlight=False,
+    )
+
+
+@dataset_app.command("list")
+def dataset_list(as_json: JsonOption = False) -> None:
+    """Every snapshot, oldest first."""
+    from tweetforge.store.snapshots import list_snapshots
+
+    snapshots = list_snapshots(engine())
+    if as_json:
+        print_json([s.manifest() for s in snapshots])
+        return
+    if not snapshots:
+        console.print("No datasets yet: tweetforge dataset create NAME --author HANDLE")
+        return
+    table = Table("name", "created", "authors", "posts", "train", "validation", "test", "rules", "hash")
+    for s in snapshots:
+        splits = s.counts["splits"]
+        table.add_row(
+            s.name, f"{s.created_at:%Y-%m-%d %H:%M}", ", ".join(f"@{a}" for a in s.authors), f"{s.posts:,}",
+            *[f"{sum(splits[k].values()):,}" for k in ("train", "validation", "test")],
+            f"v{s.rules_version}", s.content_hash[:12],
+        )
+    console.print(table)
+
+
+@dataset_app.command("show")
+def dataset_show(name: str, as_json: JsonOption = False) -> None:
+    """A snapshot's manifest: authors, filters, rules, counts per split and author, hash."""
+    from tweetforge.store.snapshots import DatasetError, get_snapshot
+
+    try:
+        snapshot = get_snapshot(engine(), name)
+    except DatasetError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        print_json(snapshot.manifest())
+        return
+    show_snapshot(snapshot)
+
+
+@optout_app.command("add")
+def optout_add(
+    handle: str,
+    reason: Annotated[str | None, typer.Option("--reason")] = None,
+    purge: Annotated[bool, typer.Option("--purge", help="Also delete their stored posts and history.")] = False,
+) -> None:
+    """Refuse this author's posts at import and exclude them from snapshots."""
+    from tweetforge.optout import add_optout
+
+    try:
+        deleted = add_optout(engine(), handle, reason, purge)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"@{handle.lstrip('@')} opted out" + (f"; {deleted:,} stored posts deleted" if purge else ""))
+
+
+@optout_app.command("remove")
+def optout_remove(handle: str) -> None:
+    """Allow this author again."""
+    from tweetforge.optout import remove_optout
+
+    if not remove_optout(engine(), handle):
+        raise fail(f"@{handle.lstrip('@')} is not opted out")
+    console.print(f"@{handle.lstrip('@')} may be imported again")
+
+
+@optout_app.command("list")
+def optout_list(as_json: JsonOption = False) -> None:
+    """Every opted-out handle."""
+    from tweetforge.optout import list_optouts
+
+    rows = list_optouts(engine())
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("Nobody has opted out.")
+        return
+    table = Table("handle", "since", "reason")
+    for r in rows:
+        table.add_row(f"@{r['handle']}", r["added_at"][:10], r["reason"] or "")
+    console.print(table)
+
+
+@app.command()
+def formats() -> None:
+    """The input formats `ingest` reads (detected from content; --format overrides)."""
+    from tweetforge.sources import FORMATS
+
+    table = Table("format", "what")
+    for name, description in FORMATS.items():
+        table.add_row(name, description)
+    console.print(table)
+
+
+if __name__ == "__main__":
+    app()

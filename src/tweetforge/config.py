@@ -1,0 +1,37 @@
+"""Settings read from the environment (prefix ``TWEETFORGE_``) or a ``.env`` file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TWEETFORGE_", env_file=".env", extra="ignore")
+
+    home: Path = Path(".tweetforge")
+    """Data home: database, dataset snapshots, models."""
+
+    database_url: str | None = None
+    """SQLAlchemy URL; default is a SQLite file in the data home (WAL mode)."""
+
+    @property
+    def resolved_home(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_home / 'tweetforge.db'}"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.resolved_home / "datasets"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

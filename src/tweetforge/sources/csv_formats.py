@@ -1,0 +1,255 @@
+"""CSV exports: the Kaggle / twint 36-column export, the ElonMuskTweetPredictor cleaned CSV, the Trump
+Twitter Archive, Sentiment140, and any other CSV whose columns the user names."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tweetforge.post import BadRecord, Post
+from tweetforge.sources.errors import SourceError
+from tweetforge.sources.fields import (
+    FieldError,
+    checked,
+    derived_id,
+    leading_mention,
+    parse_bool,
+    parse_int,
+    parse_time,
+)
+from tweetforge.sources.options import ReadOptions
+from tweetforge.sources.textfile import csv_rows
+
+Row = list[str]
+RowMapper = Callable[[int, Row], Post]
+
+KAGGLE_HEADER = (
+    "id,conversation_id,created_at,date,time,timezone,user_id,username,name,place,tweet,language,mentions,urls,"
+    "photos,replies_count,retweets_count,likes_count,hashtags,cashtags,link,retweet,quote_url,video,thumbnail,near,"
+    "geo,source,user_rt_id,user_rt,retweet_id,reply_to,retweet_date,translate,trans_src,trans_dest"
+).split(",")
+ELON_CLEANED_HEADER = ["", "tweet", "day", "nlikes", "date", "time"]
+TRUMP_ARCHIVE_HEADER = ["id", "text", "isRetweet", "isDeleted", "device", "favorites", "retweets", "date"]
+
+TEXT_COLUMNS = ("text", "full_text", "tweet", "content", "body", "post")
+AUTHOR_COLUMNS = ("author", "username", "screen_name", "user", "handle", "user_name")
+ID_COLUMNS = ("id", "id_str", "post_id", "tweet_id", "status_id")
+TIME_COLUMNS = ("created_at", "timestamp", "date", "datetime", "time")
+
+_SCREEN_NAME = re.compile(r"'screen_name': '(\w+)'")
+
+
+@dataclass(frozen=True)
+class CsvFormat:
+    name: str
+    description: str
+    default_encoding: str
+    has_header: bool
+    recognises: Callable[[Row], bool]
+    mapper: Callable[[Row, ReadOptions, str], RowMapper]
+
+
+def required_author(options: ReadOptions, where: str, fmt: str) -> str:
+    if not options.author:
+        raise SourceError(where, f"the {fmt} format has no author column: pass --author HANDLE")
+    return options.author.lstrip("@")
+
+
+def column_index(header: Row, where: str) -> Callable[[str], int]:
+    positions = {name: i for i, name in enumerate(header)}
+
+    def index(name: str) -> int:
+        if name not in positions:
+            raise SourceError(where, f"CSV header has no {name!r} column (columns: {', '.join(header)})", line=1)
+        return positions[name]
+
+    return index
+
+
+def kaggle_mapper(header: Row, options: ReadOptions, where: str) -> RowMapper:
+    col = column_index(header, where)
+    i_id, i_date, i_time, i_tz, i_user, i_text = (col(n) for n in ("id", "date", "time", "timezone", "username", "tweet"))
+    i_lang, i_likes, i_rts, i_rt, i_reply = (col(n) for n in ("language", "likes_count", "retweets_count", "retweet", "reply_to"))
+    author_override = options.author.lstrip("@") if options.author else None
+
+    def to_post(line: int, row: Row) -> Post:
+        tz = row[i_tz]
+        stamp = f"{row[i_date]}T{row[i_time]}"
+        if len(tz) == 5 and tz[0] in "+-":
+            stamp += f"{tz[:3]}:{tz[3:]}"
+        text = row[i_text]
+        replied = _SCREEN_NAME.search(row[i_reply]) if row[i_reply] not in ("", "[]") else None
+        return Post(
+            network=options.network,
+            post_id=row[i_id],
+            author=author_override or row[i_user],
+            text=text,
+            created_at=parse_time(stamp, "date/time/timezone"),
+            is_retweet=parse_bool(row[i_rt], "retweet") or text.startswith("RT @"),
+            reply_to=replied.group(1) if replied else leading_mention(text),
+            likes=parse_int(row[i_likes], "likes_count"),
+            reposts=parse_int(row[i_rts], "retweets_count"),
+            language=row[i_lang] or None,
+            record=line,
+        )
+
+    return to_post
+
+
+def elon_cleaned_mapper(header: Row, options: ReadOptions, where: str) -> RowMapper:
+    author = required_author(options, where, "elon-cleaned")
+
+    def to_post(line: int, row: Row) -> Post:
+        text, date, time = row[1], row[4], row[5]
+        when = f"{date} {time}"
+        return Post(
+            network=options.network,
+            post_id=derived_id(author, when, text),
+            author=author,
+            text=text,
+            created_at=parse_time(f"{date}T{time}", "date/time"),
+            is_retweet=text.startswith("RT @"),
+            reply_to=leading_mention(text),
+            likes=parse_int(row[3], "nlikes"),
+            record=line,
+        )
+
+    return to_post
+
+
+def trump_archive_mapper(header: Row, options: ReadOptions, where: str) -> RowMapper:
+    author = required_author(options, where, "trump-archive")
+
+    def to_post(line: int, row: Row) -> Post:
+        text = row[1]
+        return Post(
+            network=options.network,
+            post_id=row[0],
+            author=author,
+            text=text,
+            created_at=parse_time(row[7], "date"),
+            is_retweet=parse_bool(row[2], "isRetweet") or text.startswith("RT @"),
+            reply_to=leading_mention(text),
+            likes=parse_int(row[5], "favorites"),
+            reposts=parse_int(row[6], "retweets"),
+            record=line,
+        )
+
+    return to_post
+
+
+def sentiment140_mapper(header: Row, options: ReadOptions, where: str) -> RowMapper:
+    author_override = options.author.lstrip("@") if options.author else None
+
+    def to_post(line: int, row: Row) -> Post:
+        text = row[5]
+        return Post(
+            network=options.network,
+            post_id=row[1],
+            author=author_override or row[4],
+            text=text,
+            created_at=parse_time(row[2], "date"),
+            is_retweet=text.startswith("RT @"),
+            reply_to=leading_mention(text),
+            record=line,
+        )
+
+    return to_post
+
+
+def pick_column(header: Row, chosen: str | None, candidates: tuple[str, ...], what: str, where: str, option: str) -> int | None:
+    lowered = [h.strip().lower() for h in header]
+    if chosen is not None:
+        if chosen in header:
+            return header.index(chosen)
+        if chosen.lower() in lowered:
+            return lowered.index(chosen.lower())
+        raise SourceError(where, f"CSV header has no column {chosen!r} given as {option} (columns: {', '.join(header)})", line=1)
+    for name in candidates:
+        if name in lowered:
+            return lowered.index(name)
+    return None
+
+
+def generic_mapper(header: Row, options: ReadOptions, where: str) -> RowMapper:
+    i_text = pick_column(header, options.text_column, TEXT_COLUMNS, "text", where, "--text-column")
+    if i_text is None:
+        raise SourceError(
+            where,
+            f"CSV header has no text column (looked for {', '.join(TEXT_COLUMNS)}; columns: {', '.join(header)}): "
+            "pass --text-column NAME",
+            line=1,
+        )
+    i_author = pick_column(header, options.author_column, AUTHOR_COLUMNS, "author", where, "--author-column")
+    if i_author is None and not options.author:
+        raise SourceError(where, f"CSV header has no author column (columns: {', '.join(header)}): pass --author-column NAME or --author HANDLE", line=1)
+    i_id = pick_column(header, options.id_column, ID_COLUMNS, "id", where, "--id-column")
+    i_time = pick_column(header, options.time_column, TIME_COLUMNS, "time", where, "--time-column")
+    author_override = options.author.lstrip("@") if options.author else None
+    time_name = header[i_time] if i_time is not None else ""
+
+    def to_post(line: int, row: Row) -> Post:
+        text = row[i_text]
+        author = author_override or row[i_author].lstrip("@")  # type: ignore[index]
+        when = row[i_time] if i_time is not None else ""
+        return Post(
+            network=options.network,
+            post_id=row[i_id] if i_id is not None else derived_id(author, when, text),
+            author=author,
+            text=text,
+            created_at=parse_time(when, time_name) if when else None,
+            is_retweet=text.startswith("RT @"),
+            reply_to=leading_mention(text),
+            record=line,
+        )
+
+    return to_post
+
+
+def _is_sentiment140(row: Row) -> bool:
+    return len(row) == 6 and row[0] in ("0", "2", "4") and row[1].isdigit()
+
+
+CSV_FORMATS: dict[str, CsvFormat] = {
+    fmt.name: fmt
+    for fmt in (
+        CsvFormat("kaggle", "Kaggle / twint 36-column export", "utf-8", True, lambda h: h[:3] == KAGGLE_HEADER[:3] and "tweet" in h, kaggle_mapper),
+        CsvFormat("elon-cleaned", "ElonMuskTweetPredictor cleaned CSV (no ids, no author)", "utf-8", True, lambda h: h == ELON_CLEANED_HEADER, elon_cleaned_mapper),
+        CsvFormat("trump-archive", "Trump Twitter Archive export (no author)", "utf-8", True, lambda h: h == TRUMP_ARCHIVE_HEADER, trump_archive_mapper),
+        CsvFormat("sentiment140", "Sentiment140 (no header, Latin-1, many authors)", "latin-1", False, _is_sentiment140, sentiment140_mapper),
+        CsvFormat("csv", "any CSV with a header; name columns with --text-column etc.", "utf-8", True, lambda h: True, generic_mapper),
+    )
+}
+
+
+def read_csv_posts(path: Path, fmt: CsvFormat, options: ReadOptions) -> Iterator[Post | BadRecord]:
+    where = str(path)
+    rows = csv_rows(path, options.encoding or fmt.default_encoding)
+    header: Row | None = None
+    to_post: RowMapper | None = None
+    if fmt.has_header:
+        first = next(rows, None)
+        if first is None:
+            raise SourceError(where, "file has no header line")
+        header = first[1]
+    else:
+        header = []
+    to_post = fmt.mapper(header, options, where)
+    width = len(header) if fmt.has_header else 6
+    any_rows = False
+    for line, row in rows:
+        if not row:
+            continue
+        any_rows = True
+        if len(row) != width:
+            yield BadRecord(f"line {line}", f"has {len(row)} fields, expected {width}")
+            continue
+        try:
+            yield checked(to_post(line, row))
+        except FieldError as exc:
+            yield BadRecord(f"line {line}", str(exc))
+    if not any_rows:
+        raise SourceError(where, "file has a header but no posts")
+

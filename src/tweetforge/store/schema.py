@@ -1,0 +1,121 @@
+"""Every table tweetforge keeps. Portable Core types only: the same schema runs on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+imports = Table(
+    "imports",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", Text, nullable=False),
+    Column("format", String(32), nullable=False),
+    Column("file_hash", String(64), nullable=False),
+    Column("author_override", String(100)),
+    Column("started_at", DateTime, nullable=False),
+    Column("duration_s", Float),
+    Column("records", Integer, nullable=False, default=0),
+    Column("new", Integer, nullable=False, default=0),
+    Column("updated", Integer, nullable=False, default=0),
+    Column("unchanged", Integer, nullable=False, default=0),
+    Column("repeated", Integer, nullable=False, default=0),
+    Column("skipped", Integer, nullable=False, default=0),
+    Column("refused", Integer, nullable=False, default=0),
+)
+
+import_skips = Table(
+    "import_skips",
+    metadata,
+    Column("import_id", ForeignKey("imports.id", ondelete="CASCADE"), primary_key=True),
+    Column("n", Integer, primary_key=True),
+    Column("location", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+)
+
+POST_COLUMNS = ("network", "post_id", "author", "text", "created_at", "is_retweet", "reply_to", "likes", "reposts", "language")
+
+
+def _post_columns() -> list[Column]:
+    return [
+        Column("network", String(32), primary_key=True),
+        Column("post_id", String(64), primary_key=True),
+        Column("author", String(100), nullable=False),
+        Column("text", Text, nullable=False),
+        Column("created_at", DateTime),
+        Column("is_retweet", Boolean, nullable=False),
+        Column("reply_to", String(100)),
+        Column("likes", BigInteger),
+        Column("reposts", BigInteger),
+        Column("language", String(16)),
+    ]
+
+
+posts = Table(
+    "posts",
+    metadata,
+    *_post_columns(),
+    Column("first_import_id", ForeignKey("imports.id"), nullable=False),
+    Column("updated_import_id", ForeignKey("imports.id")),
+    Index("ix_posts_author", "author"),
+)
+
+post_imports = Table(
+    "post_imports",
+    metadata,
+    Column("network", String(32), primary_key=True),
+    Column("post_id", String(64), primary_key=True),
+    Column("import_id", ForeignKey("imports.id"), primary_key=True),
+)
+
+post_history = Table(
+    "post_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("network", String(32), nullable=False),
+    Column("post_id", String(64), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("replaced_by_import_id", ForeignKey("imports.id"), nullable=False),
+    Index("ix_post_history_post", "network", "post_id"),
+)
+
+optouts = Table(
+    "optouts",
+    metadata,
+    Column("handle", String(100), primary_key=True),
+    Column("added_at", DateTime, nullable=False),
+    Column("reason", Text),
+)
+
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("path", Text, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("rules_version", String(16), nullable=False),
+    Column("authors", JSON, nullable=False),
+    Column("filters", JSON, nullable=False),
+    Column("counts", JSON, nullable=False),
+    Column("posts", Integer, nullable=False),
+)
+
+staging_metadata = MetaData()
+staging_posts = Table("staging_posts", staging_metadata, *_post_columns(), prefixes=["TEMPORARY"])
+"""Per-connection table an import fills before one set-based merge into posts."""
