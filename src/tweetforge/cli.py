@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import date, datetime
 from pathlib import Path
@@ -26,8 +27,10 @@ optout_app = typer.Typer(help="Authors who must never be modelled.", no_args_is_
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(optout_app, name="optout")
 
-console = Console()
-errors = Console(stderr=True)
+# Rich assumes 80 columns when output is not a terminal; tables of numbers need more when piped or logged.
+_piped_width = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120
+console = Console(width=_piped_width)
+errors = Console(stderr=True, width=_piped_width)
 
 
 def fail(message: str) -> typer.Exit:
@@ -223,12 +226,12 @@ def stats_table(rows: list[dict], title: str) -> Table:
 
     shown = [(k, label) for k, label in STATS_COLUMNS if k not in OPTIONAL_STATS or any(r[k] for r in rows)]
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("author")
+    table.add_column("author", no_wrap=True, min_width=max((len(r["author"]) + 1 for r in rows), default=6))
     for _, label in shown:
         table.add_column(label, justify="right")
     table.add_column("period")
     for row in rows:
-        period = f"{(row['first'] or '?')[:7]}…{(row['last'] or '?')[:7]}"
+        period = f"{(row['first'] or '?')[:4]}–{(row['last'] or '?')[:4]}"
         table.add_row(f"@{row['author']}", *[f"{row[key]:,}" for key, _ in shown], period)
     return table
 
