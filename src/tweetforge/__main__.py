@@ -1,0 +1,3 @@
+from tweetforge.cli import app
+
+app(prog_name="tweetforge")

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from tweetforge.store.db import engine_for
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def shared(name: str) -> Path:
+    """A real export from ../shared/data; CI always has them, so a missing one fails the test."""
+    path = SHARED / name
+    assert path.exists(), f"test data {path} is missing"
+    return path
+
+
+@pytest.fixture
+def engine(tmp_path):
+    return engine_for(f"sqlite:///{tmp_path / 'store.db'}")
+
+
+def table_dump(engine, *tables: str) -> dict[str, list]:
+    """Every row of the given tables, to prove a failed import changed nothing."""
+    with engine.connect() as conn:
+        return {t: sorted(map(tuple, conn.execute(text(f"SELECT * FROM {t}")).all()), key=repr) for t in tables}
+
+
+STORE_TABLES = ("posts", "post_imports", "post_history", "imports", "import_skips")
+
+
+def run_cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TWEETFORGE_HOME": str(home), "COLUMNS": "200"}
+    env.pop("TWEETFORGE_DATABASE_URL", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "tweetforge", *args], capture_output=True, text=True, env=env, cwd=home.parent
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"tweetforge {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def ytd(name: str, items: list) -> str:
+    return f"window.YTD.{name}.part0 = " + json.dumps(items, indent=2)
+
+
+def archive_tweet(id_str: str, text: str, created_at: str = "Wed Oct 10 20:19:24 +0000 2018", **extra) -> dict:
+    return {
+        "tweet": {
+            "id_str": id_str,
+            "id": id_str,
+            "created_at": created_at,
+            "full_text": text,
+            "favorite_count": "12",
+            "retweet_count": "3",
+            "retweeted": False,
+            "lang": "en",
+            **extra,
+        }
+    }
+
+
+def make_archive(path: Path, username: str, parts: list[list[dict]], as_zip: bool = True) -> Path:
+    """An X archive as X ships it: data/account.js and data/tweets.js, data/tweets-part1.js, ..."""
+    files = {"data/account.js": ytd("account", [{"account": {"username": username, "accountId": "1"}}])}
+    for n, tweets in enumerate(parts):
+        name = "data/tweets.js" if n == 0 else f"data/tweets-part{n}.js"
+        files[name] = ytd("tweets", tweets).replace("part0", f"part{n}")
+    if as_zip:
+        with zipfile.ZipFile(path, "w") as z:
+            for name, content in files.items():
+                z.writestr(name, content)
+    else:
+        for name, content in files.items():
+            (path / name).parent.mkdir(parents=True, exist_ok=True)
+            (path / name).write_text(content)
+    return path
