@@ -137,7 +137,7 @@ def ingest(
             TimeElapsedColumn(),
             console=errors,
             transient=True,
-            disable=as_json,
+            disable=as_json or not errors.is_terminal,
         ) as bar:
             task = bar.add_task("ingest", total=None)
             result = run_ingest(engine(), src, skip_bad=skip_bad, progress=lambda n: bar.update(task, completed=n))

@@ -29,6 +29,11 @@ class ArchiveFile:
     """Path inside the archive, e.g. data/tweets-part1.js."""
     read: Any
     """() -> bytes"""
+    standalone: bool = False
+    """A lone tweets.js given as the source: errors name just that file."""
+
+    def where(self, archive: Path) -> str:
+        return str(archive) if self.standalone else f"{archive}:{self.name}"
 
 
 def archive_files(path: Path) -> list[ArchiveFile]:
@@ -49,7 +54,7 @@ def archive_files(path: Path) -> list[ArchiveFile]:
             for info in archive.infolist()
             if info.filename.endswith(".js")
         ]
-    return [ArchiveFile(f"data/{path.name}", path.read_bytes)]
+    return [ArchiveFile(f"data/{path.name}", path.read_bytes, standalone=True)]
 
 
 def parse_ytd(where: str, raw: bytes) -> list[Any]:
@@ -66,7 +71,7 @@ def parse_ytd(where: str, raw: bytes) -> list[Any]:
     try:
         data = json.loads(body)
     except json.JSONDecodeError as exc:
-        what = "truncated" if exc.pos >= len(body.rstrip()) - 1 else "malformed"
+        what = "truncated" if not body.rstrip().rstrip(";").endswith("]") else "malformed"
         raise SourceError(where, f"{what} JSON: {exc.msg} (column {exc.colno})", line=exc.lineno) from None
     if not isinstance(data, list):
         raise SourceError(where, "expected a JSON array of posts", line=1)
@@ -88,13 +93,13 @@ def read_x_archive_posts(path: Path, options: ReadOptions) -> Iterator[Post | Ba
         account = next((f for f in files if _ACCOUNT_FILE.search(f.name)), None)
         if account is None:
             raise SourceError(str(path), "no data/account.js to read the author from: pass --author HANDLE")
-        entries = parse_ytd(f"{path}:{account.name}", account.read())
+        entries = parse_ytd(account.where(path), account.read())
         try:
             author = entries[0]["account"]["username"]
         except (IndexError, KeyError, TypeError):
-            raise SourceError(f"{path}:{account.name}", "has no account.username") from None
+            raise SourceError(account.where(path), "has no account.username") from None
     for tweet_file in tweet_files:
-        items = parse_ytd(f"{path}:{tweet_file.name}", tweet_file.read())
+        items = parse_ytd(tweet_file.where(path), tweet_file.read())
         for number, item in enumerate(items, start=1):
             tweet = item.get("tweet", item) if isinstance(item, dict) else item
             yield json_object_to_post(tweet, options, number, f"{tweet_file.name} record {number}", default_author=author)

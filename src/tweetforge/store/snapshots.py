@@ -217,7 +217,7 @@ def create_snapshot(engine: Engine, datasets_dir: Path, request: SnapshotRequest
         "network", "post_id", "author", "created_at", "drop_reason", "raw_text"
     )
 
-    created_at = datetime.now().replace(microsecond=0)
+    created_at = datetime.now()
     snapshot = Snapshot(
         name=request.name,
         path=final,
