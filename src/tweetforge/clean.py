@@ -35,7 +35,8 @@ class CleaningRules:
     keep_newlines: bool = False
     min_words: int = 3
     drop_duplicates: bool = True
-    """Exact duplicates of an author's cleaned text; the earliest post is kept."""
+    """Exact duplicates of an author's cleaned text. The copy imported first is kept (the earliest
+    post within one import), so importing more never displaces a post an older snapshot kept."""
     languages: tuple[str, ...] = field(default_factory=tuple)
     """Keep only these language tags (as the source recorded them); untagged posts are kept."""
 
@@ -82,7 +83,8 @@ def clean(frame: pl.DataFrame, rules: CleaningRules) -> pl.DataFrame:
     reason = reason.when(pl.col("text").str.count_matches(WORD_PATTERN) < rules.min_words).then(pl.lit("short"))
     frame = frame.with_columns(reason.otherwise(pl.lit(None, dtype=pl.String)).alias("drop_reason"))
     if rules.drop_duplicates:
-        order = frame.with_row_index("_row").sort(["created_at", "network", "post_id"], nulls_last=True)
+        keys = [k for k in ("first_import_id", "created_at", "network", "post_id") if k in frame.columns]
+        order = frame.with_row_index("_row").sort(keys, nulls_last=True)
         candidates = order.filter(pl.col("drop_reason").is_null())
         repeated = candidates.filter(~pl.struct("author", "text").is_first_distinct()).select("_row")
         frame = (

@@ -101,6 +101,7 @@ POST_FRAME_SCHEMA = {
     "likes": pl.Int64,
     "reposts": pl.Int64,
     "language": pl.String,
+    "first_import_id": pl.Int64,
 }
 
 
@@ -112,7 +113,7 @@ def read_posts(
 ) -> pl.DataFrame:
     """Stored posts as a Polars frame (raw text), never those of opted-out authors. Authors match
     case-insensitively, as handles do."""
-    query = select(*[posts.c[name] for name in POST_COLUMNS]).where(
+    query = select(*[posts.c[name] for name in POST_COLUMNS], posts.c.first_import_id).where(
         func.lower(posts.c.author).not_in(select(optouts.c.handle))
     )
     if authors:
