@@ -61,10 +61,12 @@ def _staging_insert_sql(conn: Connection) -> str:
 
 def merge_staged(conn: Connection, import_id: int) -> MergeCounts:
     s, p = staging_posts, posts
+    counted = {"preserve_rowcount": True}  # psycopg reports -1 for INSERT ... SELECT otherwise
     same_post = and_(p.c.network == s.c.network, p.c.post_id == s.c.post_id)
     edited = select(p.c.network, p.c.post_id, p.c.text, literal(import_id)).join(s, same_post).where(p.c.text != s.c.text)
     updated = conn.execute(
-        insert(post_history).from_select(["network", "post_id", "text", "replaced_by_import_id"], edited)
+        insert(post_history).from_select(["network", "post_id", "text", "replaced_by_import_id"], edited),
+        execution_options=counted,
     ).rowcount
     if updated:
         conn.execute(
@@ -78,9 +80,10 @@ def merge_staged(conn: Connection, import_id: int) -> MergeCounts:
             )
         )
     new_rows = select(*[s.c[name] for name in POST_COLUMNS], literal(import_id)).where(~exists().where(same_post))
-    new = conn.execute(insert(p).from_select([*POST_COLUMNS, "first_import_id"], new_rows)).rowcount
+    new = conn.execute(insert(p).from_select([*POST_COLUMNS, "first_import_id"], new_rows), execution_options=counted).rowcount
     total = conn.execute(
-        insert(post_imports).from_select(["network", "post_id", "import_id"], select(s.c.network, s.c.post_id, literal(import_id)))
+        insert(post_imports).from_select(["network", "post_id", "import_id"], select(s.c.network, s.c.post_id, literal(import_id))),
+        execution_options=counted,
     ).rowcount
     conn.execute(delete(s))
     return MergeCounts(new=new, updated=updated, unchanged=total - new - updated)
