@@ -19,7 +19,8 @@ Each side runs in its own subprocess, so its peak RSS (getrusage of that child) 
               `Series.apply`: retweet test, html.unescape + URL removal + whitespace collapse, the
               short-post test, the blake2b split; `drop_duplicates` per author; one Parquet file.
 
-Usage: .venv/bin/python benchmarks/ingest.py [--posts N] [--profile]
+Usage: .venv/bin/python benchmarks/ingest.py [--posts N] [--only tweetforge|baseline] [--profile]
+Results and the profile: benchmarks/RESULTS.md
 """
 
 from __future__ import annotations
@@ -193,7 +194,7 @@ def run_baseline(data: Path, out: Path) -> dict:
     steps = {}
     frames = []
     t = time.perf_counter()
-    for path, fmt, author in _generated(data):
+    for order, (path, fmt, author) in enumerate(_generated(data)):
         if fmt == "kaggle":
             df = pd.read_csv(
                 path,
@@ -243,6 +244,7 @@ def run_baseline(data: Path, out: Path) -> dict:
                 }
             )
         frame.insert(0, "network", "twitter")
+        frame["import_order"] = order  # duplicates keep the copy imported first, as tweetforge does
         frames.append(frame)
     posts = pd.concat(frames, ignore_index=True)
     posts["text"] = posts["text"].fillna("")
@@ -254,7 +256,7 @@ def run_baseline(data: Path, out: Path) -> dict:
     posts = posts[~posts["is_retweet"]].copy()
     posts["text"] = posts["text"].apply(base_clean_tweet)
     posts = posts[~posts["text"].apply(base_is_boring)]
-    posts = posts.sort_values(["created_at", "network", "post_id"], na_position="last", kind="stable")
+    posts = posts.sort_values(["import_order", "created_at", "network", "post_id"], na_position="last", kind="stable")
     posts = posts.drop_duplicates(subset=["author", "text"], keep="first")
     posts["split"] = (posts["network"] + ":" + posts["post_id"]).apply(base_split)
     steps["clean + split (apply)"] = time.perf_counter() - t
@@ -343,7 +345,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=120)
     missing = [name for name, _, _ in FILES if not (SHARED / name).exists()]
     if missing:
         sys.exit(f"missing input data in {SHARED}: {', '.join(missing)}")
@@ -365,12 +367,20 @@ def main() -> None:
         steps = ", ".join(f"{name} {s:.1f} s" for name, s in r["steps"].items())
         console.print(f"{side}: {r['seconds']:.1f} s ({steps})")
 
-    table = Table(title=f"import + clean + snapshot of {args.posts:,} posts")
-    for column in ("side", "seconds", "posts/s", "peak RSS", "posts kept", "train / validation / test"):
+    table = Table(title=f"import + clean + snapshot of {args.posts:,} posts (seconds: the work, imports excluded)")
+    for column in ("side", "seconds", "posts/s", "peak RSS", "process wall s", "posts kept", "train / valid. / test"):
         table.add_column(column, justify="left" if column == "side" else "right")
     for side, r in results.items():
         split = " / ".join(f"{r['splits'].get(s, 0):,}" for s in ("train", "validation", "test"))
-        table.add_row(side, f"{r['seconds']:.1f}", f"{args.posts / r['seconds']:,.0f}", f"{r['peak_rss_mib']:,.0f} MiB", f"{r['kept']:,}", split)
+        table.add_row(
+            side,
+            f"{r['seconds']:.1f}",
+            f"{args.posts / r['seconds']:,.0f}",
+            f"{r['peak_rss_mib']:,.0f} MiB",
+            f"{r['wall_s']:.1f}",
+            f"{r['kept']:,}",
+            split,
+        )
     console.print(table)
 
     if len(results) == 2:
@@ -385,12 +395,13 @@ def main() -> None:
             console.print(
                 f"[yellow]posts kept differ: tweetforge {tf['kept']:,} {tf['splits']}, baseline {base['kept']:,} {base['splits']}[/yellow]"
             )
-        console.print(
-            f"note: tweetforge stores {tf['stored']:,} of {tf['records']:,} records: {tf['repeated_ids']:,} repeat an id already "
-            "in the same file with the same text (the elon-cleaned file has rows with equal time and text) and are not stored; "
-            "the baseline keeps them until its per-author duplicate-text drop, so the kept counts agree. Most generated posts "
-            "repeat an earlier text and are dropped as duplicates on both sides."
-        )
+        note = f"tweetforge stores {tf['stored']:,} of {tf['records']:,} records"
+        if tf["repeated_ids"]:
+            note += (
+                f"; {tf['repeated_ids']:,} repeat an id (the elon-cleaned rows with equal time and text) earlier in the same "
+                "file with the same text and are not stored, the baseline drops them later as duplicate texts"
+            )
+        console.print(note + ". Most generated posts repeat an earlier text: both sides drop them as duplicates.")
 
 
 if __name__ == "__main__":

@@ -46,11 +46,7 @@ class CleaningRules:
 
 def clean_text(text: pl.Expr, rules: CleaningRules) -> pl.Expr:
     """The cleaned text of each post: entities decoded, URLs removed, mentions handled, whitespace collapsed."""
-    decoded = (
-        pl.when(text.str.contains(ENTITY_PATTERN))
-        .then(text.map_elements(html.unescape, return_dtype=pl.String, skip_nulls=True))
-        .otherwise(text)
-    )
+    decoded = text.map_batches(_decode_entities, return_dtype=pl.String, is_elementwise=True)
     out = decoded.str.replace_all(URL_PATTERN, " ")
     if rules.strip_reply_mentions:
         out = out.str.replace(LEADING_MENTIONS_PATTERN, "")
@@ -64,8 +60,18 @@ def clean_text(text: pl.Expr, rules: CleaningRules) -> pl.Expr:
             .str.replace_all(r"\n{3,}", "\n\n")
         )
     else:
-        out = out.str.replace_all(r"\s+", " ")
+        # every run of whitespace becomes one space; a run that is already one space is left alone,
+        # which is the same result with far fewer replacements
+        out = out.str.replace_all(r"\s{2,}|[^\S ]", " ")
     return out.str.strip_chars()
+
+
+def _decode_entities(texts: pl.Series) -> pl.Series:
+    """html.unescape of the texts with an entity; only those go through Python."""
+    rows = texts.str.contains(ENTITY_PATTERN).arg_true()
+    if rows.len() == 0:
+        return texts
+    return texts.clone().scatter(rows, [html.unescape(t) for t in texts.gather(rows).to_list()])
 
 
 def clean(frame: pl.DataFrame, rules: CleaningRules) -> pl.DataFrame:

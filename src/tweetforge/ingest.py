@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -12,7 +13,7 @@ from sqlalchemy import Engine, insert, update
 
 from tweetforge.post import BadRecord, Post
 from tweetforge.sources import Source, SourceError
-from tweetforge.store.posts import STAGE_BATCH, begin_staging, merge_staged, opted_out_handles, stage
+from tweetforge.store.posts import STAGE_BATCH, begin_staging, gc_paused, import_cache, merge_staged, opted_out_handles, stage
 from tweetforge.store.schema import import_skips, imports
 
 
@@ -47,14 +48,27 @@ def ingest(
     """Import a source in one transaction. Raises SourceError (the store unchanged) on the first bad
     record unless skip_bad, and when every post was refused."""
     started = time.perf_counter()
-    file_hash = source.fingerprint()
+    # Hash the file on the other core while this one parses it (hashlib and file reads release the GIL).
+    with ThreadPoolExecutor(max_workers=1) as hasher:
+        fingerprint = hasher.submit(source.fingerprint)
+        return _ingest(engine, source, skip_bad, progress, started, fingerprint)
+
+
+def _ingest(
+    engine: Engine,
+    source: Source,
+    skip_bad: bool,
+    progress: Callable[[int], None] | None,
+    started: float,
+    fingerprint: Future[str],
+) -> ImportResult:
     where = source.spec
-    with engine.begin() as conn:
+    with engine.begin() as conn, import_cache(conn):
         import_id = conn.execute(
             insert(imports).values(
                 source=source.spec,
                 format=source.format,
-                file_hash=file_hash,
+                file_hash="",  # set below, in the same transaction, once the hash is ready
                 author_override=source.options.author,
                 started_at=now_utc(),
             )
@@ -62,38 +76,46 @@ def ingest(
         result = ImportResult(import_id=import_id, source=source.spec, format=source.format)
         blocked = opted_out_handles(conn)
         begin_staging(conn)
-        first_seen: dict[tuple[str, str], tuple[int, str]] = {}
+        first_seen: dict[tuple[str, str], tuple[int, int]] = {}
+        """(network, post_id) -> (hash of the text, record) of its first occurrence in this source."""
+        authors = result.authors
+        skipped = result.skipped
         batch: list[Post] = []
-        for item in source.posts():
-            result.records += 1
-            if isinstance(item, BadRecord):
-                if not skip_bad:
-                    raise SourceError(where, f"{item.location}: {item.reason} (--skip-bad imports the other records)")
-                result.skipped.append(item)
-                continue
-            key = (item.network, item.post_id)
-            earlier = first_seen.get(key)
-            if earlier is not None:
-                if hash(item.text) == earlier[0]:
-                    result.repeated += 1
+        records = repeated = refused = 0
+        with gc_paused():
+            for item in source.posts():
+                records += 1
+                if isinstance(item, BadRecord):
+                    if not skip_bad:
+                        raise SourceError(where, f"{item.location}: {item.reason} (--skip-bad imports the other records)")
+                    skipped.append(item)
                     continue
-                reason = f"id {item.post_id} already appeared at {earlier[1]} with a different text"
-                if not skip_bad:
-                    raise SourceError(where, f"line {item.record}: {reason} (--skip-bad keeps the first)")
-                result.skipped.append(BadRecord(f"line {item.record}", reason))
-                continue
-            first_seen[key] = (hash(item.text), f"line {item.record}")
-            if item.author.lower() in blocked:
-                result.refused += 1
-                continue
-            result.authors[item.author] = result.authors.get(item.author, 0) + 1
-            batch.append(item)
-            if len(batch) >= STAGE_BATCH:
-                stage(conn, batch)
-                batch.clear()
-                if progress:
-                    progress(result.records)
+                key = (item.network, item.post_id)
+                text_hash = hash(item.text)
+                earlier = first_seen.get(key)
+                if earlier is not None:
+                    if text_hash == earlier[0]:
+                        repeated += 1
+                        continue
+                    reason = f"id {item.post_id} already appeared at line {earlier[1]} with a different text"
+                    if not skip_bad:
+                        raise SourceError(where, f"line {item.record}: {reason} (--skip-bad keeps the first)")
+                    skipped.append(BadRecord(f"line {item.record}", reason))
+                    continue
+                first_seen[key] = (text_hash, item.record)
+                author = item.author
+                if blocked and author.lower() in blocked:
+                    refused += 1
+                    continue
+                authors[author] = authors.get(author, 0) + 1
+                batch.append(item)
+                if len(batch) >= STAGE_BATCH:
+                    stage(conn, batch)
+                    batch.clear()
+                    if progress:
+                        progress(records)
         stage(conn, batch)
+        result.records, result.repeated, result.refused = records, repeated, refused
         if progress:
             progress(result.records)
         if result.refused and not result.authors:
@@ -112,6 +134,7 @@ def ingest(
             update(imports)
             .where(imports.c.id == import_id)
             .values(
+                file_hash=fingerprint.result(),
                 duration_s=result.duration_s,
                 records=result.records,
                 new=result.new,

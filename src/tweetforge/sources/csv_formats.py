@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from tweetforge.post import BadRecord, Post
@@ -68,31 +70,69 @@ def column_index(header: Row, where: str) -> Callable[[str], int]:
     return index
 
 
+# The mappers below build each Post with positional arguments (several times faster than keywords
+# for a slots dataclass, which matters at a million rows); this guards the order they rely on.
+if [f.name for f in dataclass_fields(Post)] != [
+    "network", "post_id", "author", "text", "created_at", "is_retweet", "reply_to", "likes", "reposts", "language", "record",
+]:
+    raise ImportError("Post fields changed: update the positional Post(...) calls in tweetforge.sources.csv_formats")
+
+
+def _twint_offset(tz: str, cache: dict[str, timedelta | None]) -> timedelta | None:
+    """The UTC offset a twint timezone like '+0400' gives (as fromisoformat reads '+04:00'), or None."""
+    if tz in cache:
+        return cache[tz]
+    offset = None
+    if len(tz) == 5 and tz[0] in "+-":
+        try:
+            offset = datetime.fromisoformat(f"2000-01-01T00:00:00{tz[:3]}:{tz[3:]}").utcoffset()
+        except ValueError:
+            pass
+    if len(cache) < 1000:
+        cache[tz] = offset
+    return offset
+
+
 def kaggle_mapper(header: Row, options: ReadOptions, where: str) -> RowMapper:
     col = column_index(header, where)
     i_id, i_date, i_time, i_tz, i_user, i_text = (col(n) for n in ("id", "date", "time", "timezone", "username", "tweet"))
     i_lang, i_likes, i_rts, i_rt, i_reply = (col(n) for n in ("language", "likes_count", "retweets_count", "retweet", "reply_to"))
     author_override = options.author.lstrip("@") if options.author else None
+    network = options.network
+    offsets: dict[str, timedelta | None] = {}
 
-    def to_post(line: int, row: Row) -> Post:
-        tz = row[i_tz]
-        stamp = f"{row[i_date]}T{row[i_time]}"
+    def created(date: str, time: str, tz: str) -> datetime | None:
+        stamp = f"{date}T{time}"
+        offset = _twint_offset(tz, offsets)
+        if offset is not None:
+            # the same instant as parsing the stamp with its offset, without building a tzinfo per row
+            try:
+                naive = datetime.fromisoformat(stamp)
+            except ValueError:
+                pass
+            else:
+                if naive.tzinfo is None:
+                    return naive - offset
         if len(tz) == 5 and tz[0] in "+-":
             stamp += f"{tz[:3]}:{tz[3:]}"
+        return parse_time(stamp, "date/time/timezone")
+
+    def to_post(line: int, row: Row) -> Post:
         text = row[i_text]
-        replied = _SCREEN_NAME.search(row[i_reply]) if row[i_reply] not in ("", "[]") else None
+        reply = row[i_reply]
+        replied = _SCREEN_NAME.search(reply) if reply not in ("", "[]") else None
         return Post(
-            network=options.network,
-            post_id=row[i_id],
-            author=author_override or row[i_user],
-            text=text,
-            created_at=parse_time(stamp, "date/time/timezone"),
-            is_retweet=parse_bool(row[i_rt], "retweet") or text.startswith("RT @"),
-            reply_to=replied.group(1) if replied else leading_mention(text),
-            likes=parse_int(row[i_likes], "likes_count"),
-            reposts=parse_int(row[i_rts], "retweets_count"),
-            language=row[i_lang] or None,
-            record=line,
+            network,
+            row[i_id],
+            author_override or row[i_user],
+            text,
+            created(row[i_date], row[i_time], row[i_tz]),
+            parse_bool(row[i_rt], "retweet") or text.startswith("RT @"),
+            replied.group(1) if replied else leading_mention(text),
+            parse_int(row[i_likes], "likes_count"),
+            parse_int(row[i_rts], "retweets_count"),
+            row[i_lang] or None,
+            line,
         )
 
     return to_post
@@ -100,20 +140,22 @@ def kaggle_mapper(header: Row, options: ReadOptions, where: str) -> RowMapper:
 
 def elon_cleaned_mapper(header: Row, options: ReadOptions, where: str) -> RowMapper:
     author = required_author(options, where, "elon-cleaned")
+    network = options.network
 
     def to_post(line: int, row: Row) -> Post:
         text, date, time = row[1], row[4], row[5]
-        when = f"{date} {time}"
         return Post(
-            network=options.network,
-            post_id=derived_id(author, when, text),
-            author=author,
-            text=text,
-            created_at=parse_time(f"{date}T{time}", "date/time"),
-            is_retweet=text.startswith("RT @"),
-            reply_to=leading_mention(text),
-            likes=parse_int(row[3], "nlikes"),
-            record=line,
+            network,
+            derived_id(author, f"{date} {time}", text),
+            author,
+            text,
+            parse_time(f"{date}T{time}", "date/time"),
+            text.startswith("RT @"),
+            leading_mention(text),
+            parse_int(row[3], "nlikes"),
+            None,
+            None,
+            line,
         )
 
     return to_post
@@ -121,20 +163,22 @@ def elon_cleaned_mapper(header: Row, options: ReadOptions, where: str) -> RowMap
 
 def trump_archive_mapper(header: Row, options: ReadOptions, where: str) -> RowMapper:
     author = required_author(options, where, "trump-archive")
+    network = options.network
 
     def to_post(line: int, row: Row) -> Post:
         text = row[1]
         return Post(
-            network=options.network,
-            post_id=row[0],
-            author=author,
-            text=text,
-            created_at=parse_time(row[7], "date"),
-            is_retweet=parse_bool(row[2], "isRetweet") or text.startswith("RT @"),
-            reply_to=leading_mention(text),
-            likes=parse_int(row[5], "favorites"),
-            reposts=parse_int(row[6], "retweets"),
-            record=line,
+            network,
+            row[0],
+            author,
+            text,
+            parse_time(row[7], "date"),
+            parse_bool(row[2], "isRetweet") or text.startswith("RT @"),
+            leading_mention(text),
+            parse_int(row[5], "favorites"),
+            parse_int(row[6], "retweets"),
+            None,
+            line,
         )
 
     return to_post
@@ -142,18 +186,22 @@ def trump_archive_mapper(header: Row, options: ReadOptions, where: str) -> RowMa
 
 def sentiment140_mapper(header: Row, options: ReadOptions, where: str) -> RowMapper:
     author_override = options.author.lstrip("@") if options.author else None
+    network = options.network
 
     def to_post(line: int, row: Row) -> Post:
         text = row[5]
         return Post(
-            network=options.network,
-            post_id=row[1],
-            author=author_override or row[4],
-            text=text,
-            created_at=parse_time(row[2], "date"),
-            is_retweet=text.startswith("RT @"),
-            reply_to=leading_mention(text),
-            record=line,
+            network,
+            row[1],
+            author_override or row[4],
+            text,
+            parse_time(row[2], "date"),
+            text.startswith("RT @"),
+            leading_mention(text),
+            None,
+            None,
+            None,
+            line,
         )
 
     return to_post
