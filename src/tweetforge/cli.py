@@ -42,6 +42,19 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
+def quiet_libraries() -> None:
+    """Our own progress bars and messages only: transformers' per-file bars and advice go."""
+    import warnings
+
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", module="peft")
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+
+
 def engine():  # type: ignore[no-untyped-def]
     from tweetforge.store.db import get_engine
 
@@ -292,6 +305,7 @@ def dataset_create(
     languages: Languages = None,
     split: Annotated[str, typer.Option("--split", help="train/validation/test percentages.")] = "90/5/5",
     balance: Annotated[bool, typer.Option("--balance", help="Oversample smaller authors to the largest one's characters.")] = False,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N stored posts in time.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Freeze cleaned posts into an immutable Parquet snapshot with a hash-frozen split."""
@@ -312,6 +326,7 @@ def dataset_create(
         rules=cleaning_rules(drop_replies, keep_retweets, strip_reply_mentions, mention_placeholder, keep_newlines, keep_duplicates, min_words, languages),
         fractions=(parts[0] / 100, parts[1] / 100, parts[2] / 100),
         balance=balance,
+        limit=limit,
     )
     try:
         with console.status(f"cleaning and freezing {name}…"):
@@ -431,6 +446,205 @@ def optout_list(as_json: JsonOption = False) -> None:
     for r in rows:
         table.add_row(f"@{r['handle']}", r["added_at"][:10], r["reason"] or "")
     console.print(table)
+
+
+models_app = typer.Typer(help="Registered model versions and their aliases.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@app.command()
+def train(
+    dataset: Annotated[str, typer.Argument(help="A dataset snapshot (tweetforge dataset list).")],
+    base: Annotated[str, typer.Option("--base", help="Hub id or local HF directory, or 'lstm' or 'scratch'.")] = "HuggingFaceTB/SmolLM2-135M",
+    name: Annotated[str | None, typer.Option("--name", help="Registry name (default: dataset name without -vN).")] = None,
+    from_model: Annotated[str | None, typer.Option("--from", help="Continue a registered model, e.g. elon:3.")] = None,
+    full: Annotated[bool, typer.Option("--full", help="Full fine-tune instead of LoRA.")] = False,
+    lora_r: Annotated[int, typer.Option("--lora-r")] = 16,
+    layers: Annotated[int, typer.Option("--layers", help="scratch / lstm: layers.")] = 4,
+    width: Annotated[int, typer.Option("--width", help="scratch / lstm: width.")] = 256,
+    epochs: Annotated[float, typer.Option("--epochs")] = 2.0,
+    max_steps: Annotated[int | None, typer.Option("--max-steps")] = None,
+    max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Time budget; stops cleanly and registers.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
+    block_size: Annotated[int, typer.Option("--block-size", help="Tokens per packed block.")] = 64,
+    learning_rate: Annotated[float | None, typer.Option("--learning-rate", "--lr")] = None,
+    eval_every: Annotated[int, typer.Option("--eval-every", help="Steps between validation evaluations.")] = 50,
+    patience: Annotated[int, typer.Option("--patience", help="Evaluations without improvement before stopping.")] = 3,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every")] = 50,
+    seed: Annotated[int, typer.Option("--seed")] = 42,
+    precision: Annotated[str, typer.Option("--precision", help="auto, bf16 or fp32.")] = "auto",
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (slower start, faster steps).")] = False,
+    threads: Annotated[int | None, typer.Option("--threads")] = None,
+    report_to: Annotated[str, typer.Option("--report-to", help="trackio, wandb or none.")] = "trackio",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the last interrupted run of this model.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Train a model on a dataset snapshot and register it as the next version of its name."""
+    import time
+
+    from tweetforge.config import get_settings
+    from tweetforge.models.base import BaseModelError
+    from tweetforge.registry import RegistryError, register, resolve
+    from tweetforge.store.snapshots import DatasetError, get_snapshot
+    from tweetforge.train import TrainConfig, TrainingError, find_resumable_run
+    from tweetforge.train import train as run_training
+
+    quiet_libraries()
+    settings = get_settings()
+    home = settings.resolved_home
+    config = TrainConfig(
+        dataset=dataset, name=name, base=base, from_model=from_model, full=full, lora_r=lora_r, lora_alpha=2 * lora_r,
+        layers=layers, width=width, epochs=epochs, max_steps=max_steps, max_minutes=max_minutes, batch_size=batch_size,
+        block_size=block_size, learning_rate=learning_rate, eval_every=eval_every, patience=patience,
+        checkpoint_every=checkpoint_every, seed=seed, precision=precision, compile=compile, threads=threads, report_to=report_to,
+    )
+    started = time.perf_counter()
+    try:
+        run_dir = None
+        if resume:
+            run_dir = find_resumable_run(home, config.model_name)
+            saved = json.loads((run_dir / "config.json").read_text())
+            config = TrainConfig.from_dict(saved)
+            errors.print(f"Resuming run {run_dir.name}", highlight=False)
+        snapshot = get_snapshot(engine(), config.dataset)
+        with training_progress(disable=as_json) as on_progress:
+            result = run_training(
+                config, snapshot, home, run_dir=run_dir, resume=resume, progress=on_progress,
+                resolve_from=lambda ref: resolve(engine(), ref).path,
+            )
+        trained = time.perf_counter()
+        version = register(engine(), home / "models", result, snapshot)
+    except (TrainingError, DatasetError, BaseModelError, RegistryError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    summary = {**version.summary(), "seconds": {"training": round(trained - started, 1), "export": round(time.perf_counter() - trained, 1)}}
+    if as_json:
+        print_json(summary)
+        return
+    m = version.metrics
+    console.print(
+        f"Registered [bold]{version.ref}[/] ({version.kind}) in {version.path}\n"
+        f"{m['stopped_because']}; {m['steps']:,} steps, {m['train_tokens']:,} tokens at {m['tokens_per_second'] or 0:,.0f} tokens/s; "
+        f"best validation loss {m['val_loss'] or float('nan'):.3f} (perplexity {m['val_perplexity'] or float('nan'):.1f}) at step {m['best_step']}\n"
+        f"time: training {summary['seconds']['training']:.0f} s, export {summary['seconds']['export']:.0f} s",
+        highlight=False,
+    )
+
+
+class training_progress:
+    """A Rich bar fed by the training loop: step, loss, validation loss, tokens/s, ETA."""
+
+    def __init__(self, disable: bool):
+        self.progress = Progress(
+            TextColumn("[bold]train[/]"), BarColumn(), TextColumn("step {task.completed}/{task.total}"),
+            TextColumn("loss {task.fields[loss]}"), TextColumn("val {task.fields[val]}"), TextColumn("{task.fields[tps]} tok/s"),
+            TextColumn("ETA"), __import__("rich.progress", fromlist=["TimeRemainingColumn"]).TimeRemainingColumn(),
+            console=errors, disable=disable,
+        )
+        self.task = None
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        self.progress.__enter__()
+        return self.update
+
+    def __exit__(self, *exc):  # type: ignore[no-untyped-def]
+        return self.progress.__exit__(*exc)
+
+    def update(self, event: dict) -> None:
+        if event["phase"] == "start":
+            errors.print(f"Training on {event['description']}", highlight=False)
+            self.task = self.progress.add_task("train", total=event["total_steps"], completed=event["step"], loss="…", val="…", tps="…")
+        elif event["phase"] == "step" and self.task is not None:
+            fields = {"loss": f"{event['loss']:.3f}", "tps": f"{event['tokens_per_second']:,.0f}"}
+            if event.get("val_loss") is not None:
+                fields["val"] = f"{event['val_loss']:.3f}"
+            self.progress.update(self.task, completed=event["step"], **fields)
+        elif event["phase"] == "done":
+            errors.print(event["stopped_because"], highlight=False)
+
+
+@models_app.command("list")
+def models_list(name: Annotated[str | None, typer.Argument()] = None, as_json: JsonOption = False) -> None:
+    """Every registered version, with aliases and validation metrics."""
+    from tweetforge.registry import list_versions
+
+    versions = list_versions(engine(), name)
+    if as_json:
+        print_json([v.summary() for v in versions])
+        return
+    if not versions:
+        console.print("No models yet: tweetforge train DATASET")
+        return
+    table = Table("model", "kind", "aliases", "dataset", "val loss", "val ppl", "steps", "created")
+    for v in versions:
+        loss, ppl = v.metrics.get("val_loss"), v.metrics.get("val_perplexity")
+        table.add_row(v.ref, v.kind, ", ".join(v.aliases), v.dataset, f"{loss:.3f}" if loss else "—", f"{ppl:.1f}" if ppl else "—",
+                      f"{v.metrics['steps']:,}", f"{v.created_at:%Y-%m-%d %H:%M}")
+    console.print(table)
+
+
+@models_app.command("show")
+def models_show(ref: str, as_json: JsonOption = False) -> None:
+    """One version (NAME for its champion or latest, NAME:VERSION, NAME:ALIAS)."""
+    from tweetforge.registry import RegistryError, resolve
+
+    try:
+        version = resolve(engine(), ref)
+    except RegistryError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        print_json(version.summary())
+        return
+    s = version.summary()
+    for key in ("ref", "kind", "aliases", "path", "base", "dataset", "dataset_hash", "run_id", "created_at"):
+        console.print(f"[bold]{key}[/]: {s[key]}", highlight=False)
+    console.print("[bold]metrics[/]: " + ", ".join(f"{k}={v}" for k, v in s["metrics"].items()), highlight=False)
+    console.print("[bold]params[/]: " + ", ".join(f"{k}={v}" for k, v in s["params"].items() if v is not None), highlight=False)
+
+
+@models_app.command("alias")
+def models_alias(ref: str, alias: str) -> None:
+    """Point an alias (champion, challenger, anything) at a version."""
+    from tweetforge.registry import RegistryError, set_alias
+
+    try:
+        version = set_alias(engine(), ref, alias)
+    except RegistryError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"{version.name}:{alias} → {version.ref}")
+
+
+@app.command()
+def generate(
+    model: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME:ALIAS.")],
+    prompt: Annotated[str, typer.Option("--prompt", "-p")] = "",
+    n: Annotated[int, typer.Option("-n", help="How many posts.")] = 1,
+    author: Annotated[str | None, typer.Option("--author", help="Multi-author models: write as this author.")] = None,
+    temperature: Annotated[float, typer.Option("--temperature")] = 1.0,
+    top_p: Annotated[float, typer.Option("--top-p")] = 0.95,
+    top_k: Annotated[int, typer.Option("--top-k", help="0: off.")] = 0,
+    repetition_penalty: Annotated[float, typer.Option("--repetition-penalty")] = 1.0,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    one_line: Annotated[bool, typer.Option("--one-line", help="Stop at the first newline too.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Write posts like the author. Every one is labelled as generated."""
+    from tweetforge.generate import GenerationError, generate_posts
+    from tweetforge.registry import RegistryError, resolve
+
+    quiet_libraries()
+    try:
+        version = resolve(engine(), model)
+        posts = generate_posts(version, prompt, n, author, temperature, top_p, top_k, repetition_penalty, seed, one_line)
+    except (RegistryError, GenerationError) as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        print_json([p.to_dict() for p in posts])
+        return
+    for post in posts:
+        who = f"@{post.author}" if post.author else ""
+        console.print(f"[dim]{version.ref} · seed {post.seed} · {len(post.text)} chars · [bold]generated[/] {who}[/]")
+        console.print(post.text, highlight=False, markup=False)
+        console.print()
 
 
 @app.command()

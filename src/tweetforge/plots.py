@@ -40,3 +40,28 @@ def plot_data_stats(cleaned: pl.DataFrame, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_training_curve(history: list[dict], path: Path) -> Path:
+    """Training and validation loss against step, from a run's evaluation history."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [h["step"] for h in history]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, [h["train_loss"] for h in history], marker=".", label="training loss (batch)")
+    ax.plot(steps, [h["val_loss"] for h in history], marker="o", label="validation loss")
+    best = min(history, key=lambda h: h["val_loss"])
+    ax.axvline(best["step"], color="grey", ls=":", lw=1, label=f"best: step {best['step']}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_title("training curve")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -119,3 +119,28 @@ datasets = Table(
 staging_metadata = MetaData()
 staging_posts = Table("staging_posts", staging_metadata, *_post_columns(), prefixes=["TEMPORARY"])
 """Per-connection table an import fills before one set-based merge into posts."""
+
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("base", Text, nullable=False),
+    Column("dataset", String(100), nullable=False),
+    Column("dataset_hash", String(64), nullable=False),
+    Column("run_id", String(200), nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+)
+
+model_aliases = Table(
+    "model_aliases",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("alias", String(64), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+)

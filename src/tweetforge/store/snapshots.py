@@ -51,6 +51,8 @@ class SnapshotRequest:
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
     balance: bool = False
     """Oversample smaller authors' training posts up to the largest author's character count."""
+    limit: int | None = None
+    """Only the first N stored posts in time (before cleaning), e.g. for a quick first model."""
 
     def filters(self) -> dict[str, Any]:
         return {
@@ -59,6 +61,7 @@ class SnapshotRequest:
             "until": self.until.isoformat() if self.until else None,
             "fractions": list(self.fractions),
             "balance": self.balance,
+            "limit": self.limit,
         }
 
 
@@ -183,7 +186,7 @@ def create_snapshot(engine: Engine, datasets_dir: Path, request: SnapshotRequest
     with engine.connect() as conn:
         if conn.execute(select(datasets.c.name).where(datasets.c.name == request.name)).first():
             raise DatasetError(f"dataset {request.name!r} exists and snapshots are immutable: choose a new name")
-        frame = read_posts(conn, request.authors or None, _day(request.since), _day(request.until))
+        frame = read_posts(conn, request.authors or None, _day(request.since), _day(request.until), request.limit)
     if final.exists():
         raise DatasetError(f"{final} exists but is not a registered dataset: move it away or choose a new name")
     if frame.height == 0:

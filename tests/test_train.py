@@ -1,0 +1,259 @@
+"""Training, registry, export and generation on tiny models built from configs (never downloaded)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import run_cli, shared
+from tweetforge.generate import GenerationError, cut_to_limit, generate_posts, load_model
+from tweetforge.ingest import ingest
+from tweetforge.models.base import BaseModelError, resolve_base
+from tweetforge.models.causal_lm import LoraSettings, load_pretrained, unwrap_for_export
+from tweetforge.registry import RegistryError, list_versions, register, resolve, set_alias
+from tweetforge.sources import ReadOptions, open_source
+from tweetforge.store.db import engine_for
+from tweetforge.store.snapshots import SnapshotRequest, create_snapshot
+from tweetforge.train import TrainConfig, TrainingError, encode_posts, pack, train
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2(tmp_path_factory):
+    """A GPT-2 of 2 layers, 64 wide, with a BPE vocabulary learned from real tweets, saved with
+    save_pretrained so that training goes through the real from_pretrained path."""
+    import polars as pl
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from tweetforge.models.tokenizers import train_bpe_tokenizer
+
+    directory = tmp_path_factory.mktemp("tiny-gpt2")
+    texts = pl.read_csv(shared("trump_archive.csv"))["text"].to_list()
+    tokenizer = train_bpe_tokenizer(texts, 2000)
+    assert len(tokenizer) == 2000
+    config = GPT2Config(n_layer=2, n_embd=64, n_head=2, vocab_size=len(tokenizer), n_positions=256,
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A home with Trump's archive and Musk's 2021 tweets, and two snapshots: one author, and both."""
+    home = tmp_path_factory.mktemp("home")
+    engine = engine_for(f"sqlite:///{home / 'tweetforge.db'}")
+    ingest(engine, open_source(str(shared("trump_archive.csv")), None, ReadOptions(author="realDonaldTrump")))
+    ingest(engine, open_source(str(shared("elonmusk_kaggle_2021.csv"))))
+    trump = create_snapshot(engine, home / "datasets", SnapshotRequest("trump-v1", ("realDonaldTrump",)))
+    both = create_snapshot(engine, home / "datasets", SnapshotRequest("both-v1"))
+    return home, engine, trump, both
+
+
+def quick(base, **overrides) -> TrainConfig:
+    settings = dict(dataset="trump-v1", base=str(base), max_steps=30, eval_every=10, checkpoint_every=10, batch_size=8,
+                    block_size=32, precision="fp32", report_to="none", seed=1)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def test_full_fine_tune_lowers_validation_loss_and_exports_for_stock_transformers(tiny_gpt2, store, tmp_path):
+    home, engine, trump, _ = store
+    result = train(quick(tiny_gpt2, full=True, max_steps=60, learning_rate=3e-3, name="tiny-full"), trump, home)
+    history = result.state.history
+    assert history[-1]["val_loss"] < history[0]["val_loss"] - 0.3
+    version = register(engine, home / "models", result, trump)
+    assert version.ref == "tiny-full:1" and version.metrics["val_perplexity"] == pytest.approx(math.exp(version.metrics["val_loss"]))
+    card = (version.path / "README.md").read_text()
+    assert "@realDonaldTrump" in card and "machine-generated" in card and f"{version.metrics['val_perplexity']:.2f}" in card
+    assert (version.path / "training_curve.png").stat().st_size > 5000
+    generation_config = json.loads((version.path / "generation_config.json").read_text())
+    assert generation_config["do_sample"] is True and generation_config["top_p"] == 0.95
+    assert generation_config["eos_token_id"] == result.tokenizer.eos_token_id
+
+    script = (
+        "import sys\n"
+        "from transformers import pipeline\n"
+        f"generator = pipeline('text-generation', model={str(version.path)!r})\n"
+        "out = generator('Make America', max_new_tokens=8, do_sample=False)\n"
+        "assert not any(m.startswith('tweetforge') for m in sys.modules), 'tweetforge was imported'\n"
+        "print(out[0]['generated_text'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("Make America")
+
+
+def test_lora_merge_gives_the_same_logits(tiny_gpt2):
+    model, tokenizer = load_pretrained(tiny_gpt2, ["<|@a|>", "<|@b|>"], LoraSettings(r=4, alpha=8), frozen_bf16=False)
+    with torch.no_grad():  # make the adapters and the new token rows non-trivial
+        for name, parameter in model.named_parameters():
+            if parameter.requires_grad:
+                parameter.add_(torch.randn_like(parameter) * 0.05)
+    ids = torch.tensor([[tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|@b|>")] + tokenizer("We will win big").input_ids])
+    model.eval()
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        after = unwrap_for_export(model)(input_ids=ids).logits
+    assert torch.allclose(before, after, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "scratch"])
+def test_lstm_and_scratch_round_trip(kind, store):
+    home, engine, trump, _ = store
+    result = train(quick(kind, layers=2, width=64, name=f"tiny-{kind}", learning_rate=3e-3), trump, home)
+    assert result.state.history[-1]["val_loss"] < result.state.history[0]["val_loss"]
+    version = register(engine, home / "models", result, trump)
+    assert version.kind == kind and len(result.tokenizer) <= 8000
+    reloaded, tokenizer, info = load_model(str(version.path))
+    assert info["kind"] == kind and len(tokenizer) == len(result.tokenizer)
+    ids = torch.tensor([tokenizer("The economy is doing great").input_ids])
+    result.model.eval()
+    with torch.no_grad():
+        assert torch.allclose(result.model(input_ids=ids).logits, reloaded(input_ids=ids).logits, atol=1e-5)
+
+
+def test_multi_author_control_tokens_condition_the_model(store):
+    home, engine, _, both = store
+    result = train(quick("scratch", dataset="both-v1", layers=2, width=128, vocab_size=1000, max_steps=400, eval_every=100,
+                         learning_rate=3e-3, name="tiny-both"), both, home)
+    assert result.multi_author and result.authors == ["elonmusk", "realDonaldTrump"]
+    model, tokenizer = result.model.eval(), result.tokenizer
+    import polars as pl
+
+    from tweetforge.models.tokenizers import author_token
+    from tweetforge.store.snapshots import read_snapshot
+
+    test = read_snapshot(both, "test")
+
+    def first_token_log_likelihood(posts: pl.DataFrame, as_author: str) -> float:
+        """Mean log-probability of how each held-out post starts, after [end-of-post, author token]."""
+        firsts = torch.tensor([tokenizer(t, add_special_tokens=False).input_ids[0] for t in posts["text"].to_list()])
+        ids = torch.tensor([[tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(author_token(as_author))]])
+        with torch.no_grad():
+            log_probs = model(input_ids=ids).logits[0, -1].log_softmax(-1)
+        return log_probs[firsts].mean().item()
+
+    for author, other in (("elonmusk", "realDonaldTrump"), ("realDonaldTrump", "elonmusk")):
+        mine = test.filter(pl.col("author") == author)
+        # a post is likelier to start the way it does under its own author's token than under the other's
+        assert first_token_log_likelihood(mine, author) > first_token_log_likelihood(mine, other) + 0.2
+
+
+def test_resume_after_a_kill_reaches_the_same_weights(tiny_gpt2, store):
+    home, _, trump, _ = store
+    config = quick(tiny_gpt2, full=True, max_steps=24, checkpoint_every=5, name="tiny-resume")
+    straight = train(config, trump, home)
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_step_13(event):
+        if event["phase"] == "step" and event["step"] == 13:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(config, trump, home, progress=kill_at_step_13)
+    from tweetforge.train import find_resumable_run
+
+    run_dir = find_resumable_run(home, "tiny-resume")
+    assert json.loads((run_dir / "checkpoint.json").read_text())["step"] == 10
+    resumed = train(config, trump, home, run_dir=run_dir, resume=True)
+    assert resumed.state.step == straight.state.step == 24
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    assert [h["step"] for h in resumed.state.history] == [h["step"] for h in straight.state.history]
+
+
+def test_corrupt_checkpoint_is_named_and_refused(tiny_gpt2, store):
+    home, _, trump, _ = store
+    config = quick(tiny_gpt2, full=True, max_steps=12, checkpoint_every=5, name="tiny-corrupt")
+
+    def kill(event):
+        if event["phase"] == "step" and event["step"] == 7:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, trump, home, progress=kill)
+    from tweetforge.train import find_resumable_run
+
+    run_dir = find_resumable_run(home, "tiny-corrupt")
+    checkpoint = run_dir / "checkpoint.pt"
+    data = bytearray(checkpoint.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    checkpoint.write_bytes(bytes(data))
+    with pytest.raises(TrainingError, match=rf"checkpoint {checkpoint} is corrupt: its sha256 does not match .* step 5"):
+        train(config, trump, home, run_dir=run_dir, resume=True)
+
+
+def test_generation_limits_stop_and_seed(tiny_gpt2, store):
+    home, engine, trump, _ = store
+    version = register(engine, home / "models", train(quick(tiny_gpt2, max_steps=5, name="tiny-gen"), trump, home), trump)
+    posts = generate_posts(version, "The", n=6, seed=7, temperature=1.5)
+    assert len(posts) == 6 and all(len(p.text) <= 280 and p.text.startswith("The") for p in posts)
+    assert all(p.generated and p.model == "tiny-gen" and p.version == version.version and p.seed == 7 for p in posts)
+    assert "<|endoftext|>" not in " ".join(p.text for p in posts)
+    assert [p.text for p in generate_posts(version, "The", n=3, seed=7)] == [p.text for p in generate_posts(version, "The", n=3, seed=7)]
+    assert [p.text for p in generate_posts(version, "The", n=3, seed=7)] != [p.text for p in generate_posts(version, "The", n=3, seed=8)]
+    with pytest.raises(GenerationError, match="temperature"):
+        generate_posts(version, "The", temperature=0)
+
+
+def test_cut_to_limit_at_a_word_boundary():
+    text = "word " * 100
+    cut = cut_to_limit(text)
+    assert len(cut) <= 280 and cut.endswith("word") and not cut.endswith(" ")
+    assert cut_to_limit("short post") == "short post"
+
+
+def test_registry_aliases_and_references(tiny_gpt2, store):
+    home, engine, trump, _ = store
+    first = register(engine, home / "models", train(quick(tiny_gpt2, max_steps=3, name="tiny-reg"), trump, home), trump)
+    second = register(engine, home / "models", train(quick(tiny_gpt2, max_steps=3, name="tiny-reg"), trump, home), trump)
+    assert (first.version, second.version) == (1, 2)
+    assert resolve(engine, "tiny-reg").version == 2  # no champion: the latest
+    set_alias(engine, "tiny-reg:1", "champion")
+    assert resolve(engine, "tiny-reg").version == 1
+    assert resolve(engine, "tiny-reg:champion").version == 1
+    set_alias(engine, "tiny-reg:2", "champion")
+    assert [v.aliases for v in list_versions(engine, "tiny-reg")] == [[], ["champion"]]
+    with pytest.raises(RegistryError, match="tiny-reg has no version 9"):
+        resolve(engine, "tiny-reg:9")
+
+
+def test_bad_training_inputs(store, tmp_path, monkeypatch):
+    home, engine, trump, _ = store
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(BaseModelError, match="unknown base model 'no-such/model'.*offline"):
+        resolve_base("no-such/model", tmp_path)
+    with pytest.raises(BaseModelError, match="does not exist"):
+        resolve_base("./missing-dir", tmp_path)
+    no_train = create_snapshot(engine, home / "datasets", SnapshotRequest("no-train", ("realDonaldTrump",), fractions=(0.0, 0.5, 0.5)))
+    with pytest.raises(TrainingError, match="no-train has no training posts"):
+        train(quick("scratch", dataset="no-train"), no_train, home)
+    with pytest.raises(TrainingError, match="fewer than one batch of 4096"):
+        train(quick("scratch", batch_size=4096), trump, home)
+
+
+def test_cli_train_models_generate(tiny_gpt2, tmp_path):
+    home = tmp_path / ".tweetforge"
+    run_cli(home, "ingest", str(shared("trump_archive.csv")), "--author", "realDonaldTrump")
+    run_cli(home, "dataset", "create", "trump-v1")
+    out = run_cli(home, "train", "trump-v1", "--base", str(tiny_gpt2), "--max-steps", "12", "--eval-every", "6", "--json")
+    trained = json.loads(out.stdout)
+    assert trained["ref"] == "trump:1" and trained["metrics"]["steps"] == 12
+    assert (home / "trackio").is_dir()  # tracked with trackio by default
+    run_cli(home, "models", "alias", "trump:1", "champion")
+    listed = json.loads(run_cli(home, "models", "list", "--json").stdout)
+    assert listed[0]["aliases"] == ["champion"]
+    posts = json.loads(run_cli(home, "generate", "trump", "--prompt", "My dream is", "-n", "3", "--seed", "7", "--json").stdout)
+    assert len(posts) == 3 and {"text", "model", "version", "seed"} <= set(posts[0])
+    assert all(p["generated"] is True and p["text"].startswith("My dream is") for p in posts)
+    missing = run_cli(home, "train", "trump-v1", "--base", "no-such/model", check=False)
+    assert missing.returncode == 1 and "unknown base model 'no-such/model'" in missing.stderr
