@@ -257,3 +257,47 @@ def test_cli_train_models_generate(tiny_gpt2, tmp_path):
     assert all(p["generated"] is True and p["text"].startswith("My dream is") for p in posts)
     missing = run_cli(home, "train", "trump-v1", "--base", "no-such/model", check=False)
     assert missing.returncode == 1 and "unknown base model 'no-such/model'" in missing.stderr
+
+
+def test_continue_a_registered_model_on_newer_data(tiny_gpt2, store):
+    home, engine, trump, both = store
+    first = register(engine, home / "models", train(quick(tiny_gpt2, full=True, max_steps=40, learning_rate=3e-3, name="tiny-cont"), trump, home), trump)
+    config = quick(tiny_gpt2, dataset="both-v1", from_model="tiny-cont:1", full=True, max_steps=20, learning_rate=3e-3, name="tiny-cont")
+    continued = train(config, both, home, resolve_from=lambda ref: resolve(engine, ref).path)
+    assert "registered model tiny-cont:1" in continued.base_description
+    second = register(engine, home / "models", continued, both)
+    assert second.ref == "tiny-cont:2" and second.params["from_model"] == "tiny-cont:1" and second.dataset == "both-v1"
+    # it starts from the first version's weights: after 10 steps it is ahead of the untrained base after 10 steps
+    fresh = train(quick(tiny_gpt2, dataset="both-v1", full=True, max_steps=10, learning_rate=3e-3, name="tiny-fresh"), both, home)
+    assert continued.state.history[0]["step"] == fresh.state.history[0]["step"] == 10
+    assert continued.state.history[0]["val_loss"] < fresh.state.history[0]["val_loss"]
+    # two authors now: their control tokens were added to the first version's vocabulary
+    assert second.params["multi_author"] and len(continued.tokenizer) == len(load_model(str(first.path))[1]) + 2
+
+
+def test_cli_resume_after_sigkill(tiny_gpt2, tmp_path):
+    import os
+    import signal
+    import time
+
+    home = tmp_path / ".tweetforge"
+    run_cli(home, "ingest", str(shared("trump_archive.csv")), "--author", "realDonaldTrump")
+    run_cli(home, "dataset", "create", "trump-v1")
+    args = ["train", "trump-v1", "--base", str(tiny_gpt2), "--full", "--max-steps", "120", "--eval-every", "60",
+            "--checkpoint-every", "5", "--report-to", "none", "--json"]
+    env = {**os.environ, "TWEETFORGE_HOME": str(home)}
+    process = subprocess.Popen([sys.executable, "-m", "tweetforge", *args], env=env, cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not list(home.glob("runs/*/checkpoint.json")) and time.time() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    (run_dir,) = home.glob("runs/*")
+    assert (run_dir / "status").read_text() == "running"
+    killed_at = json.loads((run_dir / "checkpoint.json").read_text())["step"]
+    assert 0 < killed_at < 120
+    resumed = run_cli(home, *args[:-1], "--resume", "--json")
+    assert f"Resuming run {run_dir.name}" in resumed.stderr
+    assert json.loads(resumed.stdout)["metrics"]["steps"] == 120
+    assert (run_dir / "status").read_text() == "finished"
