@@ -57,6 +57,7 @@ test: $(VENV)/.installed-dev
 
 benchmark: $(VENV)/.installed-dev
 	$(PY) benchmarks/ingest.py
+	$(PY) benchmarks/train.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache

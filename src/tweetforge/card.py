@@ -40,7 +40,7 @@ def write_model_card(path: Path, version: Any, snapshot: Any, history: list[dict
         "",
         "> " + GENERATED_NOTICE.format(who=who),
         "",
-        f"A {version.kind} model trained by [tweetforge](https://github.com/) on {who}'s posts.",
+        f"A {version.kind} model trained with tweetforge on {who}'s posts.",
         "",
         "## Data",
         "",
@@ -65,7 +65,7 @@ def write_model_card(path: Path, version: Any, snapshot: Any, history: list[dict
         f"- Method: {version.params['method']}" + (f" (r={version.params['lora_r']}, alpha={version.params['lora_alpha']}, merged into the weights)" if version.params["method"] == "lora" else ""),
         f"- Posts packed with end-of-post separators into blocks of {version.params['block_size']} tokens, batch {version.params['batch_size']}, "
         f"{version.metrics['steps']:,} steps, {version.metrics['train_tokens']:,} tokens, precision {version.params['precision']}, seed {version.params['seed']}",
-        f"- Learning rate {version.params['learning_rate'] or 'default for the method'}, cosine schedule with warmup; {version.metrics['stopped_because']}",
+        f"- Peak learning rate {version.params['learning_rate']:g}, warmup then cosine schedule; {version.metrics['stopped_because']}",
         f"- Wall time {version.metrics['train_seconds']} s ({_num(version.metrics['tokens_per_second'], 1)} tokens/s) on CPU; run `{version.run_id}`",
     ]
     if version.params.get("multi_author"):
@@ -93,8 +93,8 @@ def write_model_card(path: Path, version: Any, snapshot: Any, history: list[dict
         "generator('My dream is', num_return_sequences=5)",
         "```",
         "",
-        "or `tweetforge generate " + f"{version.name}:{version.version}" + " --prompt \"My dream is\" -n 5`, which also stops each post at 280 characters "
-        "and filters copies of training posts.",
+        "or `tweetforge generate " + f"{version.name}:{version.version}" + " --prompt \"My dream is\" -n 5`, which also starts each sample "
+        "like a post (end-of-post token before the prompt) and cuts it at 280 characters on a word boundary.",
         "",
         "## Limitations and bias",
         "",

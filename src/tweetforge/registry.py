@@ -166,10 +166,13 @@ def register(engine: Engine, models_dir: Path, result: Any, snapshot: Any) -> Mo
         "tokens_per_second": round(state.tokens / state.seconds, 1) if state.seconds else None,
         "stopped_because": state.stopped_because,
     }
+    from tweetforge.train import DEFAULT_LEARNING_RATE, use_bf16
+
     params = {
         "method": config.method, "block_size": config.block_size, "batch_size": config.batch_size, "epochs": config.epochs,
-        "max_steps": config.max_steps, "learning_rate": config.learning_rate, "lora_r": config.lora_r if config.method == "lora" else None,
-        "lora_alpha": config.lora_alpha if config.method == "lora" else None, "seed": config.seed, "precision": config.precision,
+        "max_steps": config.max_steps, "learning_rate": config.learning_rate or DEFAULT_LEARNING_RATE[config.method], "lora_r": config.lora_r if config.method == "lora" else None,
+        "lora_alpha": config.lora_alpha if config.method == "lora" else None, "seed": config.seed,
+        "precision": "bf16 autocast" if use_bf16(config.precision) else "fp32",
         "layers": config.layers if config.kind != "pretrained" else None, "width": config.width if config.kind != "pretrained" else None,
         "authors": result.authors, "multi_author": result.multi_author, "from_model": config.from_model,
         "parameters": sum(p.numel() for p in model.parameters()),
