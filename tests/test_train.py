@@ -19,7 +19,7 @@ from tweetforge.registry import RegistryError, list_versions, register, resolve,
 from tweetforge.sources import ReadOptions, open_source
 from tweetforge.store.db import engine_for
 from tweetforge.store.snapshots import SnapshotRequest, create_snapshot
-from tweetforge.train import TrainConfig, TrainingError, encode_posts, pack, train
+from tweetforge.train import TrainConfig, TrainingError, train
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tweetforge.models.tokenizers import author_token
-from tweetforge.registry import MAX_POST_CHARS
+from tweetforge.post import MAX_POST_CHARS
 
 
 class GenerationError(Exception):
@@ -37,14 +37,10 @@ class GeneratedPost:
 @lru_cache(maxsize=4)
 def load_model(path: str):  # type: ignore[no-untyped-def]
     """(model, tokenizer, metadata) of an exported version directory; loaded once per process."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    import tweetforge.models.lstm  # noqa: F401 - registers the LSTM architecture
+    from tweetforge.models.causal_lm import load_pretrained
 
     directory = Path(path)
-    tokenizer = AutoTokenizer.from_pretrained(directory)
-    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+    model, tokenizer = load_pretrained(directory, [], lora=None)
     model.eval()
     info = json.loads((directory / "tweetforge.json").read_text())
     return model, tokenizer, info

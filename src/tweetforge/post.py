@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+MAX_POST_CHARS = 280
+"""The length a generated post is held to (X's limit for most accounts)."""
+
 MAX_TEXT_CHARS = 25_000
 """Longest post any network allows (X Premium long posts); longer text is a broken record."""
 

@@ -18,7 +18,6 @@ from sqlalchemy import Engine, delete, func, insert, select
 
 from tweetforge.store.schema import model_aliases, model_versions
 
-MAX_POST_CHARS = 280
 ALIAS_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 
 
@@ -119,11 +118,9 @@ def set_alias(engine: Engine, ref: str, alias: str) -> ModelVersion:
     return resolve(engine, f"{target.name}:{target.version}")
 
 
-def generation_defaults(tokenizer: Any, texts: list[str]) -> dict[str, Any]:
+def generation_defaults(tokenizer: Any, max_post_tokens: int) -> dict[str, Any]:
     """Tweet defaults for generation_config.json: sample with top-p 0.95, stop at end-of-post, and allow
     as many new tokens as the longest training post of at most 280 characters needed (+ a margin)."""
-    fitting = [t for t in texts if len(t) <= MAX_POST_CHARS] or texts
-    lengths = [len(ids) for ids in tokenizer(fitting, add_special_tokens=False)["input_ids"]] or [64]
     return {
         "do_sample": True,
         "top_p": 0.95,
@@ -131,7 +128,7 @@ def generation_defaults(tokenizer: Any, texts: list[str]) -> dict[str, Any]:
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
         "bos_token_id": tokenizer.eos_token_id,
-        "max_new_tokens": max(lengths) + 8,
+        "max_new_tokens": max_post_tokens + 8,
     }
 
 
@@ -143,14 +140,12 @@ def register(engine: Engine, models_dir: Path, result: Any, snapshot: Any) -> Mo
     from tweetforge.card import write_model_card
     from tweetforge.models.causal_lm import unwrap_for_export
     from tweetforge.plots import plot_training_curve
-    from tweetforge.store.snapshots import read_snapshot
 
     config = result.config
     name = config.model_name
     model = unwrap_for_export(result.model)
     tokenizer = result.tokenizer
-    texts = read_snapshot(snapshot, "train")["text"].to_list()
-    defaults = generation_defaults(tokenizer, texts)
+    defaults = generation_defaults(tokenizer, result.max_post_tokens)
     model.generation_config = GenerationConfig(**defaults)
     model.config.eos_token_id = tokenizer.eos_token_id
     model.config.pad_token_id = defaults["pad_token_id"]
@@ -166,13 +161,13 @@ def register(engine: Engine, models_dir: Path, result: Any, snapshot: Any) -> Mo
         "tokens_per_second": round(state.tokens / state.seconds, 1) if state.seconds else None,
         "stopped_because": state.stopped_because,
     }
-    from tweetforge.train import DEFAULT_LEARNING_RATE, use_bf16
+    from tweetforge.train import DEFAULT_LEARNING_RATE
 
     params = {
         "method": config.method, "block_size": config.block_size, "batch_size": config.batch_size, "epochs": config.epochs,
         "max_steps": config.max_steps, "learning_rate": config.learning_rate or DEFAULT_LEARNING_RATE[config.method], "lora_r": config.lora_r if config.method == "lora" else None,
         "lora_alpha": config.lora_alpha if config.method == "lora" else None, "seed": config.seed,
-        "precision": "bf16 autocast" if use_bf16(config.precision) else "fp32",
+        "precision": "bf16 autocast" if result.bf16 else "fp32",
         "layers": config.layers if config.kind != "pretrained" else None, "width": config.width if config.kind != "pretrained" else None,
         "authors": result.authors, "multi_author": result.multi_author, "from_model": config.from_model,
         "parameters": sum(p.numel() for p in model.parameters()),

@@ -24,6 +24,7 @@ import torch
 
 from tweetforge.models.base import DEFAULT_BASE
 from tweetforge.models.tokenizers import author_token
+from tweetforge.post import MAX_POST_CHARS
 
 KINDS = ("pretrained", "scratch", "lstm")
 DEFAULT_LEARNING_RATE = {"lora": 1e-3, "full": 5e-5, "scratch": 1e-3, "lstm": 2e-3}
@@ -270,8 +271,10 @@ class TrainResult:
     base_description: str
     authors: list[str]
     multi_author: bool
-    train_tokens: int
-    seconds: float
+    bf16: bool
+    """Whether the run trained under bf16 autocast."""
+    max_post_tokens: int
+    """Tokens of the longest training post that fits MAX_POST_CHARS: the generation limit."""
 
 
 ProgressCallback = Callable[[dict[str, Any]], None]
@@ -287,15 +290,7 @@ def prepare_model(config: TrainConfig, texts: list[str], control_tokens: list[st
         directory = resolve_from(config.from_model)
         info = json.loads((directory / "tweetforge.json").read_text())
         if info["kind"] == "lstm" or info["kind"] == "scratch" or config.full:
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-
-            import tweetforge.models.lstm  # noqa: F401 - registers the LSTM architecture
-
-            tokenizer = AutoTokenizer.from_pretrained(directory)
-            model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
-            from tweetforge.models.causal_lm import add_control_tokens
-
-            add_control_tokens(model, tokenizer, control_tokens)
+            model, tokenizer = load_pretrained(directory, control_tokens, lora=None)
             return model, tokenizer, f"registered model {config.from_model} ({info['kind']}, full weights)"
         model, tokenizer = load_pretrained(directory, control_tokens, LoraSettings(config.lora_r, config.lora_alpha),
                                            frozen_bf16=use_bf16(config.precision))
@@ -395,7 +390,6 @@ def _train(
 
     configure_cpu(config)
     torch.manual_seed(config.seed)
-    started = time.perf_counter()
 
     train_posts = read_snapshot(snapshot, "train")
     validation_posts = read_snapshot(snapshot, "validation")
@@ -407,7 +401,10 @@ def _train(
     texts = train_posts["text"].to_list()
 
     model, tokenizer, description = prepare_model(config, texts, control_tokens, home, resolve_from)
-    train_blocks = pack(encode_posts(tokenizer, texts, train_posts["author"].to_list() if multi_author else None), config.block_size)
+    sequences = encode_posts(tokenizer, texts, train_posts["author"].to_list() if multi_author else None)
+    train_blocks = pack(sequences, config.block_size)
+    prefix = 2 if multi_author else 1
+    fitting = [len(s) - prefix for s, t in zip(sequences, texts) if len(t) <= MAX_POST_CHARS] or [len(s) - prefix for s in sequences]
     validation_blocks = None
     if validation_posts.height:
         try:
@@ -532,8 +529,7 @@ def _train(
     report({"phase": "done", "stopped_because": state.stopped_because})
     return TrainResult(
         run_id=run_id, run_dir=run_dir, model=model, tokenizer=tokenizer, state=state, config=config,
-        base_description=description, authors=authors, multi_author=multi_author,
-        train_tokens=state.tokens, seconds=time.perf_counter() - started,
+        base_description=description, authors=authors, multi_author=multi_author, bf16=bf16, max_post_tokens=max(fitting),
     )
 
 

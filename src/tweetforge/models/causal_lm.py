@@ -50,10 +50,13 @@ def add_control_tokens(model: Any, tokenizer: Any, tokens: list[str]) -> list[in
 
 
 def load_pretrained(path: Path, control_tokens: list[str], lora: LoraSettings | None, frozen_bf16: bool = True):
-    """(model, tokenizer) ready to train. With LoRA the base weights are frozen (held in bf16 when
-    frozen_bf16: half the memory and faster matmuls on CPU) and only adapters and the new control-token
-    embeddings train."""
+    """(model, tokenizer) from a Hugging Face directory (a base model or an exported version, the LSTM
+    included), with any missing control tokens added. Without LoRA every weight is float32 and trains.
+    With LoRA the base weights are frozen (held in bf16 when frozen_bf16: half the memory, and faster
+    where bf16 matmuls are) and only adapters and the new control-token embeddings train."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import tweetforge.models.lstm  # noqa: F401 - registers the LSTM architecture with the Auto classes
 
     tokenizer = AutoTokenizer.from_pretrained(path)
     dtype = torch.bfloat16 if (lora and frozen_bf16) else torch.float32

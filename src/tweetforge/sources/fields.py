@@ -20,29 +20,31 @@ def parse_int(value: str | None, field: str) -> int | None:
     if value is None or value == "":
         return None
     try:
-        return int(value)  # the common case; int() accepts no '.' or 'e', so the rest is unchanged
+        return int(value)
     except ValueError:
         pass
     try:
-        return int(float(value)) if "." in value or "e" in value.lower() else int(value)
+        if "." in value or "e" in value.lower():
+            return int(float(value))
     except ValueError:
-        raise FieldError(f"{field} is not a number: {value[:40]!r}") from None
+        pass
+    raise FieldError(f"{field} is not a number: {value[:40]!r}")
 
 
 _BOOLS = {"t": True, "true": True, "True": True, "TRUE": True, "1": True, "yes": True,
           "": False, "f": False, "false": False, "False": False, "FALSE": False, "0": False, "no": False}
+"""The spellings exports use, looked up as they are (fast) and then stripped and lower-cased."""
 
 
 def parse_bool(value: str | None, field: str) -> bool:
-    known = _BOOLS.get(value) if value is not None else False  # type: ignore[arg-type]
-    if known is not None:
-        return known
-    v = value.strip().lower()  # type: ignore[union-attr]
-    if v in ("t", "true", "1", "yes"):
-        return True
-    if v in ("", "f", "false", "0", "no"):
+    if value is None:
         return False
-    raise FieldError(f"{field} is not true/false: {value[:40]!r}")
+    known = _BOOLS.get(value)
+    if known is None:
+        known = _BOOLS.get(value.strip().lower())
+    if known is None:
+        raise FieldError(f"{field} is not true/false: {value[:40]!r}")
+    return known
 
 
 def to_utc_naive(moment: datetime) -> datetime:

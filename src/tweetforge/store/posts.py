@@ -83,18 +83,14 @@ every SQLite build's limit)."""
 def stage(conn: Connection, batch: Iterable[Post]) -> None:
     """Bulk-insert posts into the staging table through the driver's executemany: SQLAlchemy's
     per-row parameter processing would cost more than the insert itself on large imports."""
-    if conn.dialect.name == "sqlite":
-        # the text form SQLAlchemy's SQLite DateTime type writes and reads back
-        rows = [
-            (p.network, p.post_id, p.author, p.text, p.created_at.isoformat(" ", "microseconds") if p.created_at else None,
-             p.is_retweet, p.reply_to, p.likes, p.reposts, p.language)
-            for p in batch
-        ]
-    else:
-        rows = [
-            (p.network, p.post_id, p.author, p.text, p.created_at, p.is_retweet, p.reply_to, p.likes, p.reposts, p.language)
-            for p in batch
-        ]
+    # SQLite gets the text form SQLAlchemy's SQLite DateTime type writes and reads back
+    as_text = conn.dialect.name == "sqlite"
+    rows = [
+        (p.network, p.post_id, p.author, p.text,
+         p.created_at.isoformat(" ", "microseconds") if as_text and p.created_at else p.created_at,
+         p.is_retweet, p.reply_to, p.likes, p.reposts, p.language)
+        for p in batch
+    ]
     whole = len(rows) - len(rows) % ROWS_PER_INSERT
     if whole:
         flat = list(chain.from_iterable(rows[:whole]))
@@ -231,9 +227,3 @@ def _column(name: str, dtype: pl.DataType, values: tuple, process) -> pl.Series:
     except TypeError:
         pass
     return pl.Series(name, [process(v) for v in values], dtype=dtype)
-
-
-def known_authors(conn: Connection) -> dict[str, int]:
-    """Every stored author (opted-out ones included) with their post count."""
-    query = select(posts.c.author, func.count()).group_by(posts.c.author).order_by(func.count().desc())
-    return {author: n for author, n in conn.execute(query)}
