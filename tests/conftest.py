@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+import torch
+
+from tweetforge.ingest import ingest
+from tweetforge.sources import ReadOptions, open_source
 from tweetforge.store.db import engine_for
+from tweetforge.store.snapshots import SnapshotRequest, create_snapshot
+from tweetforge.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -87,3 +93,43 @@ def make_archive(path: Path, username: str, parts: list[list[dict]], as_zip: boo
             (path / name).parent.mkdir(parents=True, exist_ok=True)
             (path / name).write_text(content)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory):
+    """A GPT-2 of 2 layers, 64 wide, with a BPE vocabulary learned from real tweets, saved with
+    save_pretrained so that training goes through the real from_pretrained path."""
+    import polars as pl
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from tweetforge.models.tokenizers import train_bpe_tokenizer
+
+    directory = tmp_path_factory.mktemp("tiny-gpt2")
+    texts = pl.read_csv(shared("trump_archive.csv"))["text"].to_list()
+    tokenizer = train_bpe_tokenizer(texts, 2000)
+    assert len(tokenizer) == 2000
+    config = GPT2Config(n_layer=2, n_embd=64, n_head=2, vocab_size=len(tokenizer), n_positions=256,
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory):
+    """A home with Trump's archive and Musk's 2021 tweets, and two snapshots: one author, and both."""
+    home = tmp_path_factory.mktemp("home")
+    engine = engine_for(f"sqlite:///{home / 'tweetforge.db'}")
+    ingest(engine, open_source(str(shared("trump_archive.csv")), None, ReadOptions(author="realDonaldTrump")))
+    ingest(engine, open_source(str(shared("elonmusk_kaggle_2021.csv"))))
+    trump = create_snapshot(engine, home / "datasets", SnapshotRequest("trump-v1", ("realDonaldTrump",)))
+    both = create_snapshot(engine, home / "datasets", SnapshotRequest("both-v1"))
+    return home, engine, trump, both
+
+
+def quick(base, **overrides) -> TrainConfig:
+    settings = dict(dataset="trump-v1", base=str(base), max_steps=30, eval_every=10, checkpoint_every=10, batch_size=8,
+                    block_size=32, precision="fp32", report_to="none", seed=1)
+    settings.update(overrides)
+    return TrainConfig(**settings)

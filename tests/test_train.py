@@ -10,56 +10,13 @@ import sys
 import pytest
 import torch
 
-from conftest import run_cli, shared
-from tweetforge.generate import GenerationError, cut_to_limit, generate_posts, load_model
-from tweetforge.ingest import ingest
+from conftest import quick, run_cli, shared
+from tweetforge.generate import GenerationError, Sampling, cut_to_limit, generate_posts, load_model
 from tweetforge.models.base import BaseModelError, resolve_base
 from tweetforge.models.causal_lm import LoraSettings, load_pretrained, unwrap_for_export
 from tweetforge.registry import RegistryError, list_versions, register, resolve, set_alias
-from tweetforge.sources import ReadOptions, open_source
-from tweetforge.store.db import engine_for
 from tweetforge.store.snapshots import SnapshotRequest, create_snapshot
-from tweetforge.train import TrainConfig, TrainingError, train
-
-
-@pytest.fixture(scope="module")
-def tiny_gpt2(tmp_path_factory):
-    """A GPT-2 of 2 layers, 64 wide, with a BPE vocabulary learned from real tweets, saved with
-    save_pretrained so that training goes through the real from_pretrained path."""
-    import polars as pl
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from tweetforge.models.tokenizers import train_bpe_tokenizer
-
-    directory = tmp_path_factory.mktemp("tiny-gpt2")
-    texts = pl.read_csv(shared("trump_archive.csv"))["text"].to_list()
-    tokenizer = train_bpe_tokenizer(texts, 2000)
-    assert len(tokenizer) == 2000
-    config = GPT2Config(n_layer=2, n_embd=64, n_head=2, vocab_size=len(tokenizer), n_positions=256,
-                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
-    torch.manual_seed(0)
-    GPT2LMHeadModel(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """A home with Trump's archive and Musk's 2021 tweets, and two snapshots: one author, and both."""
-    home = tmp_path_factory.mktemp("home")
-    engine = engine_for(f"sqlite:///{home / 'tweetforge.db'}")
-    ingest(engine, open_source(str(shared("trump_archive.csv")), None, ReadOptions(author="realDonaldTrump")))
-    ingest(engine, open_source(str(shared("elonmusk_kaggle_2021.csv"))))
-    trump = create_snapshot(engine, home / "datasets", SnapshotRequest("trump-v1", ("realDonaldTrump",)))
-    both = create_snapshot(engine, home / "datasets", SnapshotRequest("both-v1"))
-    return home, engine, trump, both
-
-
-def quick(base, **overrides) -> TrainConfig:
-    settings = dict(dataset="trump-v1", base=str(base), max_steps=30, eval_every=10, checkpoint_every=10, batch_size=8,
-                    block_size=32, precision="fp32", report_to="none", seed=1)
-    settings.update(overrides)
-    return TrainConfig(**settings)
+from tweetforge.train import TrainingError, train
 
 
 def test_full_fine_tune_lowers_validation_loss_and_exports_for_stock_transformers(tiny_gpt2, store, tmp_path):
@@ -195,14 +152,16 @@ def test_corrupt_checkpoint_is_named_and_refused(tiny_gpt2, store):
 def test_generation_limits_stop_and_seed(tiny_gpt2, store):
     home, engine, trump, _ = store
     version = register(engine, home / "models", train(quick(tiny_gpt2, max_steps=5, name="tiny-gen"), trump, home), trump)
-    posts = generate_posts(version, "The", n=6, seed=7, temperature=1.5)
+    posts = generate_posts(version, "The", n=6, sampling=Sampling(temperature=1.5), seed=7, copy_filter=False).posts
     assert len(posts) == 6 and all(len(p.text) <= 280 and p.text.startswith("The") for p in posts)
     assert all(p.generated and p.model == "tiny-gen" and p.version == version.version and p.seed == 7 for p in posts)
     assert "<|endoftext|>" not in " ".join(p.text for p in posts)
-    assert [p.text for p in generate_posts(version, "The", n=3, seed=7)] == [p.text for p in generate_posts(version, "The", n=3, seed=7)]
-    assert [p.text for p in generate_posts(version, "The", n=3, seed=7)] != [p.text for p in generate_posts(version, "The", n=3, seed=8)]
+    def texts(seed):
+        return [p.text for p in generate_posts(version, "The", n=3, seed=seed).posts]
+
+    assert texts(7) == texts(7) and texts(7) != texts(8)
     with pytest.raises(GenerationError, match="temperature"):
-        generate_posts(version, "The", temperature=0)
+        Sampling(temperature=0)
 
 
 def test_cut_to_limit_at_a_word_boundary():
@@ -252,8 +211,10 @@ def test_cli_train_models_generate(tiny_gpt2, tmp_path):
     run_cli(home, "models", "alias", "trump:1", "champion")
     listed = json.loads(run_cli(home, "models", "list", "--json").stdout)
     assert listed[0]["aliases"] == ["champion"]
-    posts = json.loads(run_cli(home, "generate", "trump", "--prompt", "My dream is", "-n", "3", "--seed", "7", "--json").stdout)
-    assert len(posts) == 3 and {"text", "model", "version", "seed"} <= set(posts[0])
+    generation = json.loads(run_cli(home, "generate", "trump", "--prompt", "My dream is", "-n", "3", "--seed", "7", "--json").stdout)
+    posts = generation["posts"]
+    assert generation["copy_filter"] is True and generation["model"] == "trump:1"
+    assert len(posts) + generation["dropped"] == 3 and {"text", "model", "version", "seed"} <= set(posts[0])
     assert all(p["generated"] is True and p["text"].startswith("My dream is") for p in posts)
     missing = run_cli(home, "train", "trump-v1", "--base", "no-such/model", check=False)
     assert missing.returncode == 1 and "unknown base model 'no-such/model'" in missing.stderr

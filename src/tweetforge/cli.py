@@ -574,10 +574,12 @@ def models_list(name: Annotated[str | None, typer.Argument()] = None, as_json: J
     if not versions:
         console.print("No models yet: tweetforge train DATASET")
         return
-    table = Table("model", "kind", "aliases", "dataset", "val loss", "val ppl", "steps", "created")
+    table = Table("model", "kind", "aliases", "dataset", "val loss", "val ppl", "test bits/char", "copies", "steps", "created")
     for v in versions:
         loss, ppl = v.metrics.get("val_loss"), v.metrics.get("val_perplexity")
+        test = v.metrics.get("test", {}).get(v.dataset, {})
         table.add_row(v.ref, v.kind, ", ".join(v.aliases), v.dataset, f"{loss:.3f}" if loss else "—", f"{ppl:.1f}" if ppl else "—",
+                      f"{test['bits_per_char']:.4f}" if test else "—", f"{test['copy_rate']:.1%}" if test else "—",
                       f"{v.metrics['steps']:,}", f"{v.created_at:%Y-%m-%d %H:%M}")
     console.print(table)
 
@@ -597,7 +599,10 @@ def models_show(ref: str, as_json: JsonOption = False) -> None:
     s = version.summary()
     for key in ("ref", "kind", "aliases", "path", "base", "dataset", "dataset_hash", "run_id", "created_at"):
         console.print(f"[bold]{key}[/]: {s[key]}", highlight=False)
-    console.print("[bold]metrics[/]: " + ", ".join(f"{k}={v}" for k, v in s["metrics"].items()), highlight=False)
+    console.print("[bold]metrics[/]: " + ", ".join(f"{k}={v}" for k, v in s["metrics"].items() if k != "test"), highlight=False)
+    for dataset, test in s["metrics"].get("test", {}).items():
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in test.items() if v is not None)
+        console.print(f"[bold]test split of {dataset}[/]: {shown}", highlight=False)
     console.print("[bold]params[/]: " + ", ".join(f"{k}={v}" for k, v in s["params"].items() if v is not None), highlight=False)
 
 
@@ -625,26 +630,239 @@ def generate(
     repetition_penalty: Annotated[float, typer.Option("--repetition-penalty")] = 1.0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     one_line: Annotated[bool, typer.Option("--one-line", help="Stop at the first newline too.")] = False,
+    allow_copies: Annotated[bool, typer.Option("--allow-copies", help="Turn off the copy filter (re-draws posts repeating a training post).")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Write posts like the author. Every one is labelled as generated."""
-    from tweetforge.generate import GenerationError, generate_posts
-    from tweetforge.registry import RegistryError, resolve
+    from tweetforge.generate import GenerationError, Sampling, generate_posts
+    from tweetforge.registry import RegistryError, ensure_copy_index, resolve
 
     quiet_libraries()
     try:
         version = resolve(engine(), model)
-        posts = generate_posts(version, prompt, n, author, temperature, top_p, top_k, repetition_penalty, seed, one_line)
+        if not allow_copies:
+            ensure_copy_index(engine(), version)
+        sampling = Sampling(temperature, top_p, top_k, repetition_penalty, one_line)
+        generation = generate_posts(version, prompt, n, author, sampling, seed, copy_filter=not allow_copies)
     except (RegistryError, GenerationError) as exc:
         raise fail(str(exc)) from None
     if as_json:
-        print_json([p.to_dict() for p in posts])
+        print_json({"model": version.ref, **generation.to_dict()})
         return
-    for post in posts:
+    for post in generation.posts:
         who = f"@{post.author}" if post.author else ""
         console.print(f"[dim]{version.ref} · seed {post.seed} · {len(post.text)} chars · [bold]generated[/] {who}[/]")
         console.print(post.text, highlight=False, markup=False)
         console.print()
+    if generation.copy_filter:
+        errors.print(f"copy filter: {generation.filtered_copies} draw(s) copied a training post and were re-drawn; "
+                     f"{generation.dropped} post(s) dropped", highlight=False)
+
+
+# ---------------------------------------------------------------- evaluation
+
+Samples = Annotated[int, typer.Option("--samples", "-n", help="Generated posts per model.")]
+EvalSeed = Annotated[int, typer.Option("--seed", help="Sampling seed, the same for every model.")]
+MaxTestPosts = Annotated[int, typer.Option("--max-test-posts", help="Test posts scored for bits per character.")]
+ReportTo = Annotated[str, typer.Option("--report-to", help="trackio, wandb or none.")]
+
+TABLE_ROWS = (
+    ("test posts", "test_posts", "{:,}"), ("bits per char ↓", "bits_per_char", "{:.4f}"), ("token perplexity", "token_perplexity", "{:.2f}"),
+    ("distinct-1 ↑", "distinct_1", "{:.3f}"), ("distinct-2 ↑", "distinct_2", "{:.3f}"), ("self-BLEU ↓", "self_bleu", "{:.1f}"),
+    ("length distance, chars ↓", "length_chars_wasserstein", "{:.1f}"), ("length KS, chars ↓", "length_chars_ks", "{:.3f}"),
+    ("length distance, words ↓", "length_words_wasserstein", "{:.2f}"), ("mean chars (real {real})", "mean_chars", "{:.0f}"),
+    ("ends properly", "ended_share", "{:.1%}"), ("copies (8 words or whole)", "copy_rate", "{:.1%}"),
+    ("exact copies", "exact_copy_rate", "{:.1%}"), ("copies with filter", "copy_rate_filtered", "{:.1%}"),
+    ("dropped by filter", "filter_dropped_share", "{:.1%}"), ("detectability (0.5 best)", "detectability", "{:.3f}"),
+    ("author attribution", "attribution_accuracy", "{:.1%}"), ("seconds", "seconds", "{:.0f}"),
+)
+
+
+def evaluation_table(evaluations: list) -> Table:  # type: ignore[type-arg]
+    """Metrics as rows, one column per model; token perplexity only where the tokenizer is the first model's."""
+    first = evaluations[0]
+    table = Table("", *[e.subject for e in evaluations], title=f"test split of {first.dataset}")
+    for label, key, fmt in TABLE_ROWS:
+        if key == "attribution_accuracy" and not any(key in e.metrics for e in evaluations):
+            continue
+        cells = []
+        for e in evaluations:
+            value = e.seconds if key == "seconds" else e.metrics.get(key)
+            if key == "token_perplexity" and e.metrics.get("tokenizer") != first.metrics.get("tokenizer"):
+                cells.append("other tokenizer")
+            else:
+                cells.append("—" if value is None else fmt.format(value))
+        table.add_row(label.format(real=f"{first.metrics['real_mean_chars']:.0f}"), *cells)
+    return table
+
+
+def print_copies(evaluation: Any, limit: int = 3) -> None:
+    for copy in evaluation.copies[:limit]:
+        console.print(f"[dim]{evaluation.subject} copied ({copy['kind']}, {copy['words_in_a_row']} words in a row):[/]", highlight=False)
+        console.print(f"  generated: {copy['generated']}", highlight=False, markup=False)
+        console.print(f"  training:  {copy['training_post']}", highlight=False, markup=False)
+
+
+class evaluation_progress:
+    """A Rich bar per model and phase (scoring test posts, generating posts)."""
+
+    def __init__(self, disable: bool):
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                                 TimeElapsedColumn(), console=errors, disable=disable)
+        self.tasks: dict[tuple[str, str], Any] = {}
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        self.progress.__enter__()
+        return self.update
+
+    def __exit__(self, *exc):  # type: ignore[no-untyped-def]
+        return self.progress.__exit__(*exc)
+
+    def update(self, subject: str, what: str, done: int, total: int) -> None:
+        key = (subject, what)
+        if key not in self.tasks:
+            self.tasks[key] = self.progress.add_task(f"{subject}: {what}", total=total)
+        self.progress.update(self.tasks[key], completed=done, total=total)
+
+
+def _run_evaluations(refs: list[str], dataset: str | None, settings: Any, fresh: tuple[str, ...], report_to: str, quiet: bool):  # type: ignore[no-untyped-def]
+    from tweetforge.config import get_settings
+    from tweetforge.evaluate import EvaluationError, run_evaluations
+    from tweetforge.generate import GenerationError
+    from tweetforge.models.base import BaseModelError
+    from tweetforge.registry import RegistryError
+    from tweetforge.store.snapshots import DatasetError
+
+    quiet_libraries()
+    try:
+        with evaluation_progress(disable=quiet) as on_progress:
+            return run_evaluations(engine(), get_settings().resolved_home, refs, dataset, settings, fresh=fresh,
+                                   report_to=report_to, progress=on_progress)
+    except (EvaluationError, GenerationError, RegistryError, DatasetError, BaseModelError, ValueError) as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str, typer.Argument(help="NAME, NAME:VERSION or NAME:ALIAS.")],
+    dataset: Annotated[str | None, typer.Option("--dataset", help="Evaluate on this snapshot's test split (default: the model's own).")] = None,
+    baselines: Annotated[bool, typer.Option("--baselines/--no-baselines", help="Also the Markov chain and the untuned base.")] = True,
+    samples: Samples = 200,
+    seed: EvalSeed = 1234,
+    max_test_posts: MaxTestPosts = 2000,
+    report_to: ReportTo = "trackio",
+    as_json: JsonOption = False,
+) -> None:
+    """Measure a model on a frozen test split: bits per char, diversity, length, memorization, detectability."""
+    from tweetforge.evaluate import EvalSettings, untuned_base_of
+    from tweetforge.registry import RegistryError, resolve
+
+    settings = EvalSettings(samples=samples, seed=seed, max_test_posts=max_test_posts)
+    try:
+        version = resolve(engine(), model)
+    except RegistryError as exc:
+        raise fail(str(exc)) from None
+    refs = [model]
+    if baselines:
+        refs += ["markov"] + (["base"] if untuned_base_of(engine(), version) else [])
+    comparison = _run_evaluations(refs, dataset, settings, fresh=(model,), report_to=report_to, quiet=as_json)
+    if as_json:
+        print_json([e.summary() for e in comparison.evaluations])
+        return
+    console.print(evaluation_table(comparison.evaluations))
+    print_copies(comparison.evaluations[0])
+    console.print(f"Results are on {version.ref}'s registry row (tweetforge models show {version.ref}) and in its card {version.path / 'README.md'}",
+                  highlight=False)
+
+
+@app.command()
+def compare(
+    models: Annotated[list[str], typer.Argument(help="Registered models, and the baselines 'markov' and 'base' (or base:<hub id or dir>).")],
+    dataset: Annotated[str | None, typer.Option("--dataset", help="Test split to compare on (default: the first model's dataset).")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write bars per metric and length histograms to this PNG.")] = None,
+    samples: Samples = 200,
+    seed: EvalSeed = 1234,
+    max_test_posts: MaxTestPosts = 2000,
+    report_to: ReportTo = "trackio",
+    as_json: JsonOption = False,
+) -> None:
+    """Several models side by side on one test split (stored evaluations with the same settings are reused)."""
+    from tweetforge.evaluate import EvalSettings
+    from tweetforge.plots import plot_comparison
+
+    settings = EvalSettings(samples=samples, seed=seed, max_test_posts=max_test_posts)
+    comparison = _run_evaluations(models, dataset, settings, fresh=(), report_to=report_to, quiet=as_json)
+    if plot:
+        plot_comparison(comparison.evaluations, comparison.real_texts(), plot)
+    if as_json:
+        print_json([e.summary() for e in comparison.evaluations])
+        return
+    console.print(evaluation_table(comparison.evaluations))
+    if plot:
+        console.print(f"Plot: {plot}", highlight=False)
+
+
+@app.command()
+def promote(
+    model: Annotated[str, typer.Argument(help="The candidate, e.g. elon:4.")],
+    alias: Annotated[str, typer.Option("--alias", help="The alias to move.")] = "champion",
+    margin: Annotated[float, typer.Option("--margin", help="Refuse if bits per char are worse than the champion's by more than this.")] = 0.01,
+    max_copy_rate: Annotated[float, typer.Option("--max-copy-rate", help="Refuse if more generated posts than this copy training posts.")] = 0.01,
+    force: Annotated[bool, typer.Option("--force", help="Promote even if the gate refuses (logged as forced).")] = False,
+    report_to: ReportTo = "trackio",
+    as_json: JsonOption = False,
+) -> None:
+    """Make a version its name's champion if it is no worse than the current one on the same test split."""
+    from tweetforge.config import get_settings
+    from tweetforge.evaluate import EvaluationError
+    from tweetforge.promotion import PromotionError
+    from tweetforge.promotion import promote as run_promotion
+
+    quiet_libraries()
+    try:
+        with evaluation_progress(disable=as_json) as on_progress:
+            decision = run_promotion(engine(), get_settings().resolved_home, model, alias, margin, max_copy_rate, force,
+                                     report_to=report_to, progress=on_progress)
+    except (PromotionError, EvaluationError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    summary = {"candidate": decision.candidate.ref, "champion": decision.champion.ref if decision.champion else None, "alias": alias,
+               "promoted": decision.promoted, "forced": decision.forced, "reasons": decision.reasons, "dataset": decision.dataset,
+               "candidate_bits_per_char": decision.candidate_metrics["bits_per_char"], "candidate_copy_rate": decision.candidate_metrics["copy_rate"],
+               "champion_bits_per_char": decision.champion_metrics["bits_per_char"] if decision.champion_metrics else None}
+    if as_json:
+        print_json(summary)
+    else:
+        against = (f"champion {decision.champion.ref}: {decision.champion_metrics['bits_per_char']:.4f} bits/char"
+                   if decision.champion else "no champion yet")
+        console.print(f"{decision.candidate.ref}: {decision.candidate_metrics['bits_per_char']:.4f} bits/char, copy rate "
+                      f"{decision.candidate_metrics['copy_rate']:.1%} on the test split of {decision.dataset}; {against}", highlight=False)
+        if decision.promoted:
+            forced = " (forced past: " + "; ".join(decision.reasons) + ")" if decision.forced else ""
+            console.print(f"{decision.candidate.name}:{alias} → {decision.candidate.ref}{forced}", highlight=False)
+    if not decision.promoted:
+        raise fail(f"promotion of {decision.candidate.ref} refused: " + "; ".join(decision.reasons) + " (--force to override; logged)")
+
+
+@app.command()
+def promotions(name: Annotated[str | None, typer.Argument()] = None, as_json: JsonOption = False) -> None:
+    """Every promotion decision: who, when, from which version to which, the numbers, forced or refused."""
+    from tweetforge.promotion import promotion_log
+
+    log = promotion_log(engine(), name)
+    if as_json:
+        print_json(log)
+        return
+    if not log:
+        console.print("No promotions yet: tweetforge promote NAME:VERSION")
+        return
+    table = Table("when", "who", "model", "from", "to", "decision", "bits/char", "champion bits/char", "copy rate", "reason")
+    for row in log:
+        decision = ("forced" if row["forced"] else "promoted") if row["promoted"] else "refused"
+        champion = row["champion"] or {}
+        table.add_row(f"{row['at']:%Y-%m-%d %H:%M}", row["who"], f"{row['name']}:{row['alias']}", str(row["from_version"] or "—"),
+                      str(row["to_version"]), decision, f"{row['candidate']['bits_per_char']:.4f}",
+                      f"{champion['bits_per_char']:.4f}" if champion else "—", f"{row['candidate']['copy_rate']:.1%}", row["reason"])
+    console.print(table)
 
 
 @app.command()

@@ -1,22 +1,61 @@
 """Sampling posts from a registered model: one post per sample, stopped at the end-of-post token (or the
 first newline with one_line), never longer than 280 characters (cut at a word boundary), reproducible
 with a seed. The prompt is prefixed like a training post ([end-of-post] (author) prompt), so a generated
-post starts like a post."""
+post starts like a post. The copy filter re-draws a sample that repeats a training post (whole, or 8
+words in a row) up to `max_redraws` times, then drops it."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from tweetforge.copy_index import CopyIndex
 from tweetforge.models.tokenizers import author_token
 from tweetforge.post import MAX_POST_CHARS
+
+SAMPLE_BATCH = 32
+"""Samples per generate() call: bounds the KV cache (SmolLM2-135M: ~6 MB per sample at 100 tokens)."""
+MAX_REDRAWS = 3
+REDRAW_SEED_STEP = 1_000_003
 
 
 class GenerationError(Exception):
     """A request the model cannot serve (unknown author, bad sampling parameter)."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 1.0
+    top_p: float = 0.95
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    one_line: bool = False
+    max_chars: int = MAX_POST_CHARS
+
+    def __post_init__(self) -> None:
+        if not 0 < self.temperature <= 5:
+            raise GenerationError(f"temperature {self.temperature} must be in (0, 5]")
+        if not 0 < self.top_p <= 1:
+            raise GenerationError(f"top-p {self.top_p} must be in (0, 1]")
+        if self.top_k < 0:
+            raise GenerationError(f"top-k {self.top_k} must be 0 (off) or more")
+        if not 0 < self.repetition_penalty <= 10:
+            raise GenerationError(f"repetition penalty {self.repetition_penalty} must be in (0, 10]")
+        if not 1 <= self.max_chars <= MAX_POST_CHARS:
+            raise GenerationError(f"max chars {self.max_chars} must be between 1 and {MAX_POST_CHARS}")
+
+
+@dataclass
+class Sample:
+    text: str
+    ended: bool
+    """True when the model ended the post itself (end-of-post token) before any limit."""
+    filtered_copies: int = 0
+    """Earlier draws for this post that copied a training post and were thrown away."""
 
 
 @dataclass
@@ -27,11 +66,25 @@ class GeneratedPost:
     seed: int
     author: str | None
     ended: bool
-    """True when the model ended the post itself (end-of-post token) before any limit."""
+    filtered_copies: int = 0
     generated: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class Generation:
+    posts: list[GeneratedPost]
+    copy_filter: bool
+    filtered_copies: int = 0
+    """Draws rejected as copies of training posts (each was re-drawn)."""
+    dropped: int = 0
+    """Posts still copying after the last re-draw: not returned, so `posts` may be fewer than asked."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"posts": [p.to_dict() for p in self.posts], "copy_filter": self.copy_filter,
+                "filtered_copies": self.filtered_copies, "dropped": self.dropped}
 
 
 @lru_cache(maxsize=4)
@@ -46,6 +99,14 @@ def load_model(path: str):  # type: ignore[no-untyped-def]
     return model, tokenizer, info
 
 
+@lru_cache(maxsize=8)
+def load_copy_index(path: str) -> CopyIndex:
+    directory = Path(path) / "copy_index"
+    if not (directory / "index.json").exists():
+        raise GenerationError(f"{path} has no copy index (registry.ensure_copy_index builds it)")
+    return CopyIndex.load(directory)
+
+
 def cut_to_limit(text: str, limit: int = MAX_POST_CHARS) -> str:
     """At most `limit` characters, cut at the last word boundary (a post never ends mid-word)."""
     if len(text) <= limit:
@@ -55,76 +116,115 @@ def cut_to_limit(text: str, limit: int = MAX_POST_CHARS) -> str:
     return (head[:space] if space > limit // 2 else text[:limit]).rstrip()
 
 
+def post_prefix(tokenizer: Any, info: dict[str, Any], author: str | None) -> tuple[list[int], str | None]:
+    """The token ids a post starts with ([end-of-post], and the author token for multi-author models),
+    and the author written as."""
+    authors: list[str] = info["params"]["authors"]
+    prefix = [tokenizer.eos_token_id]
+    if not info["params"].get("multi_author"):
+        return prefix, authors[0] if authors else author
+    ref = f"{info['name']}:{info['version']}"
+    if author is None:
+        raise GenerationError(f"{ref} writes as several authors: pass an author ({', '.join(authors)})")
+    match = next((a for a in authors if a.lower() == author.lstrip("@").lower()), None)
+    if match is None:
+        raise GenerationError(f"{ref} was not trained on @{author.lstrip('@')} (authors: {', '.join(authors)})")
+    return prefix + [tokenizer.convert_tokens_to_ids(author_token(match))], match
+
+
+def sample(model: Any, tokenizer: Any, prefix: list[int], prompt: str, n: int, sampling: Sampling, seed: int,
+           max_new_tokens: int) -> list[Sample]:
+    """n posts from any Hugging Face causal LM, in batches of SAMPLE_BATCH (batch b seeded with seed + b)."""
+    import torch
+
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
+    input_ids = torch.tensor([prefix + prompt_ids])
+    stop = [tokenizer.eos_token_id]
+    if sampling.one_line:
+        stop += [i for i in (tokenizer.convert_tokens_to_ids(t) for t in ("\n", "Ċ")) if i is not None and i != tokenizer.unk_token_id]
+    context = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
+    if context:
+        if input_ids.shape[1] >= context:
+            raise GenerationError(f"the prompt is {input_ids.shape[1]} tokens; the model reads at most {context - 1}")
+        max_new_tokens = min(max_new_tokens, context - input_ids.shape[1])
+    samples = []
+    for batch, start in enumerate(range(0, n, SAMPLE_BATCH)):
+        torch.manual_seed(seed + batch)
+        with torch.no_grad():
+            output = model.generate(
+                input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                do_sample=True,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                top_k=sampling.top_k or None,
+                repetition_penalty=sampling.repetition_penalty,
+                num_return_sequences=min(SAMPLE_BATCH, n - start),
+                max_new_tokens=max_new_tokens,
+                eos_token_id=stop,
+                pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+            )
+        for row in output:
+            new = row[input_ids.shape[1]:].tolist()
+            ended = any(t in stop for t in new)
+            if ended:
+                new = new[: min(new.index(t) for t in stop if t in new)]
+            text = prompt + tokenizer.decode(new, skip_special_tokens=True)
+            if sampling.one_line:
+                text = text.split("\n", 1)[0]
+            text = text.strip()
+            limited = cut_to_limit(text, sampling.max_chars)
+            samples.append(Sample(limited, ended and limited == text))
+    return samples
+
+
+def draw_without_copies(draw: Callable[[int, int], list[Sample]], n: int, seed: int, index: CopyIndex | None,
+                        max_redraws: int = MAX_REDRAWS) -> tuple[list[Sample], int, int]:
+    """(samples, draws rejected as copies, posts dropped): draw(count, seed) n samples, then re-draw the
+    ones the index says copy a training post, up to max_redraws rounds; whatever still copies is dropped."""
+    samples: list[Sample | None] = list(draw(n, seed))
+    if index is None:
+        return [s for s in samples if s is not None], 0, 0
+    pending = [i for i, s in enumerate(samples) if s is not None and index.copies(s.text)]
+    rejected = dict.fromkeys(pending, 1)
+    for round_ in range(1, max_redraws + 1):
+        if not pending:
+            break
+        still = []
+        for i, redrawn in zip(pending, draw(len(pending), seed + round_ * REDRAW_SEED_STEP)):
+            if index.copies(redrawn.text):
+                rejected[i] += 1
+                still.append(i)
+            else:
+                samples[i] = redrawn
+        pending = still
+    for i in pending:
+        samples[i] = None
+    kept = [replace(s, filtered_copies=rejected.get(i, 0)) for i, s in enumerate(samples) if s is not None]
+    return kept, sum(rejected.values()), len(pending)
+
+
 def generate_posts(
     version: Any,
     prompt: str = "",
     n: int = 1,
     author: str | None = None,
-    temperature: float = 1.0,
-    top_p: float = 0.95,
-    top_k: int = 0,
-    repetition_penalty: float = 1.0,
+    sampling: Sampling | None = None,
     seed: int = 0,
-    one_line: bool = False,
-    max_chars: int = MAX_POST_CHARS,
-) -> list[GeneratedPost]:
-    import torch
-
-    if not 0 < temperature <= 5:
-        raise GenerationError(f"temperature {temperature} must be in (0, 5]")
-    if not 0 < top_p <= 1:
-        raise GenerationError(f"top-p {top_p} must be in (0, 1]")
+    copy_filter: bool = True,
+) -> Generation:
+    """n posts from a registered version, through the copy filter unless copy_filter is off."""
     if n < 1:
         raise GenerationError("n must be at least 1")
+    sampling = sampling or Sampling()
     model, tokenizer, info = load_model(str(version.path))
-    authors: list[str] = info["params"]["authors"]
-    prefix = [tokenizer.eos_token_id]
-    if info["params"].get("multi_author"):
-        if author is None:
-            raise GenerationError(f"{version.ref} writes as several authors: pass --author ({', '.join(authors)})")
-        match = next((a for a in authors if a.lower() == author.lstrip("@").lower()), None)
-        if match is None:
-            raise GenerationError(f"{version.ref} was not trained on @{author.lstrip('@')} (authors: {', '.join(authors)})")
-        prefix.append(tokenizer.convert_tokens_to_ids(author_token(match)))
-        author = match
-    else:
-        author = authors[0] if authors else author
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
-    input_ids = torch.tensor([prefix + prompt_ids])
-    stop = [tokenizer.eos_token_id]
-    if one_line:
-        stop += [i for i, token in ((tokenizer.convert_tokens_to_ids(t), t) for t in ("\n", "Ċ")) if i is not None and i != tokenizer.unk_token_id]
+    prefix, author = post_prefix(tokenizer, info, author)
     max_new_tokens = info.get("generation", {}).get("max_new_tokens", 96)
-    context = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
-    if context:
-        if input_ids.shape[1] >= context:
-            raise GenerationError(f"the prompt is {input_ids.shape[1]} tokens; {version.ref} reads at most {context - 1}")
-        max_new_tokens = min(max_new_tokens, context - input_ids.shape[1])
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        output = model.generate(
-            input_ids,
-            attention_mask=torch.ones_like(input_ids),
-            do_sample=True,
-            temperature=temperature,
-            top_p=top_p,
-            top_k=top_k or None,
-            repetition_penalty=repetition_penalty,
-            num_return_sequences=n,
-            max_new_tokens=max_new_tokens,
-            eos_token_id=stop,
-            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-        )
-    posts = []
-    for row in output:
-        new = row[len(prefix) + len(prompt_ids):].tolist()
-        ended = any(t in stop for t in new)
-        if ended:
-            new = new[: min(new.index(t) for t in stop if t in new)]
-        text = prompt + tokenizer.decode(new, skip_special_tokens=True)
-        if one_line:
-            text = text.split("\n", 1)[0]
-        text = text.strip()
-        limited = cut_to_limit(text, max_chars)
-        posts.append(GeneratedPost(limited, version.name, version.version, seed, author, ended and limited == text))
-    return posts
+    index = load_copy_index(str(version.path)) if copy_filter else None
+
+    def draw(count: int, draw_seed: int) -> list[Sample]:
+        return sample(model, tokenizer, prefix, prompt, count, sampling, draw_seed, max_new_tokens)
+
+    samples, filtered, dropped = draw_without_copies(draw, n, seed, index)
+    posts = [GeneratedPost(s.text, version.name, version.version, seed, author, s.ended, s.filtered_copies) for s in samples]
+    return Generation(posts, copy_filter, filtered, dropped)

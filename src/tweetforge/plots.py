@@ -65,3 +65,61 @@ def plot_training_curve(history: list[dict], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+COMPARED_METRICS = (
+    ("bits_per_char", "bits per character ↓", 1),
+    ("distinct_2", "distinct-2 ↑", 1),
+    ("self_bleu", "self-BLEU ↓", 1),
+    ("length_chars_wasserstein", "length distance, characters ↓", 1),
+    ("ended_share", "ends properly ↑ (%)", 100),
+    ("copy_rate", "copies training posts ↓ (%)", 100),
+    ("detectability", "detectability (0.5 best)", 1),
+)
+
+
+def plot_comparison(evaluations: list, real_texts: list[str], path: Path) -> Path:
+    """One bar chart per metric (a bar per model), and the length histogram of each model's generated
+    posts against the real test posts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [e.subject for e in evaluations]
+    colors = [plt.cm.tab10(i % 10) for i in range(len(labels))]
+    panels = len(COMPARED_METRICS) + 1
+    columns = 4
+    rows = -(-panels // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows))
+    axes = axes.ravel()
+    for ax, (key, title, scale) in zip(axes, COMPARED_METRICS):
+        values = [e.metrics.get(key) for e in evaluations]
+        heights = [v * scale if v is not None else 0 for v in values]
+        bars = ax.bar(range(len(labels)), heights, color=colors)
+        for bar, value in zip(bars, values):
+            ax.annotate("n/a" if value is None else f"{value * scale:.3g}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center", va="bottom", fontsize=8)
+        if key == "detectability":
+            ax.axhline(0.5, color="grey", ls=":", lw=1)
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    lengths = axes[len(COMPARED_METRICS)]
+    bins = list(range(0, 300, 20))
+    lengths.hist([len(t) for t in real_texts], bins=bins, histtype="stepfilled", color="lightgrey", label="real test posts", density=True)
+    for evaluation, color in zip(evaluations, colors):
+        lengths.hist([len(s["text"]) for s in evaluation.samples], bins=bins, histtype="step", lw=1.5, color=color,
+                     label=evaluation.subject, density=True)
+    lengths.set_title("length of posts (characters)", fontsize=10)
+    lengths.legend(fontsize=7)
+    for ax in axes[panels:]:
+        ax.axis("off")
+    dataset = evaluations[0].dataset
+    fig.suptitle(f"test split of {dataset}: {evaluations[0].metrics['test_posts']:,} real posts, "
+                 f"{evaluations[0].metrics['samples']:,} generated per model", fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

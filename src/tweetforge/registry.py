@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy import Engine, delete, func, insert, select, update
 
 from tweetforge.store.schema import model_aliases, model_versions
 
@@ -113,9 +113,13 @@ def set_alias(engine: Engine, ref: str, alias: str) -> ModelVersion:
         raise RegistryError("an alias cannot be a number")
     target = resolve(engine, ref)
     with engine.begin() as conn:
-        conn.execute(delete(model_aliases).where(model_aliases.c.name == target.name, model_aliases.c.alias == alias))
-        conn.execute(insert(model_aliases).values(name=target.name, alias=alias, version=target.version, updated_at=datetime.now()))
+        point_alias(conn, target.name, alias, target.version)
     return resolve(engine, f"{target.name}:{target.version}")
+
+
+def point_alias(conn: Any, name: str, alias: str, version: int) -> None:
+    conn.execute(delete(model_aliases).where(model_aliases.c.name == name, model_aliases.c.alias == alias))
+    conn.execute(insert(model_aliases).values(name=name, alias=alias, version=version, updated_at=datetime.now()))
 
 
 def generation_defaults(tokenizer: Any, max_post_tokens: int) -> dict[str, Any]:
@@ -137,7 +141,7 @@ def register(engine: Engine, models_dir: Path, result: Any, snapshot: Any) -> Mo
     generation config, metadata and a model card, written beside and renamed into place once the row is in."""
     from transformers import GenerationConfig
 
-    from tweetforge.card import write_model_card
+    from tweetforge.card import model_card
     from tweetforge.models.causal_lm import unwrap_for_export
     from tweetforge.plots import plot_training_curve
 
@@ -170,6 +174,7 @@ def register(engine: Engine, models_dir: Path, result: Any, snapshot: Any) -> Mo
         "precision": "bf16 autocast" if result.bf16 else "fp32",
         "layers": config.layers if config.kind != "pretrained" else None, "width": config.width if config.kind != "pretrained" else None,
         "authors": result.authors, "multi_author": result.multi_author, "from_model": config.from_model,
+        "untuned_base": config.base if config.kind == "pretrained" and not config.from_model else None,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     kind = "lstm" if config.kind == "lstm" else ("scratch" if config.kind == "scratch" else "causal-lm")
@@ -179,6 +184,7 @@ def register(engine: Engine, models_dir: Path, result: Any, snapshot: Any) -> Mo
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        build_copy_index(snapshot, staging)
         history = state.history
         if history:
             plot_training_curve(history, staging / "training_curve.png")
@@ -190,7 +196,7 @@ def register(engine: Engine, models_dir: Path, result: Any, snapshot: Any) -> Mo
                 dataset_hash=snapshot.content_hash, run_id=result.run_id, params=params, metrics=metrics, created_at=datetime.now(),
             )
             (staging / "tweetforge.json").write_text(json.dumps({**entry.summary(), "history": history, "generation": defaults}, indent=2, default=str))
-            write_model_card(staging / "README.md", entry, snapshot, history)
+            (staging / "README.md").write_text(model_card(entry, snapshot, history))
             conn.execute(insert(model_versions).values(
                 name=name, version=version, kind=kind, path=str(final), base=entry.base, dataset=entry.dataset,
                 dataset_hash=entry.dataset_hash, run_id=entry.run_id, params=params, metrics=metrics, created_at=entry.created_at,
@@ -200,3 +206,52 @@ def register(engine: Engine, models_dir: Path, result: Any, snapshot: Any) -> Mo
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return entry
+
+
+def build_copy_index(snapshot: Any, version_dir: Path) -> Path:
+    """The copy index of the snapshot's train split (what the version was trained on), in its directory."""
+    from tweetforge.copy_index import CopyIndex
+    from tweetforge.evaluate import training_texts
+
+    texts, _ = training_texts(snapshot)
+    return CopyIndex.build(texts).save(version_dir / "copy_index", {"dataset": snapshot.name, "dataset_hash": snapshot.content_hash, "split": "train"})
+
+
+def ensure_copy_index(engine: Engine, version: ModelVersion) -> Path:
+    """Versions registered before copy indexes existed get theirs built on first use."""
+    from tweetforge.store.snapshots import get_snapshot
+
+    directory = version.path / "copy_index"
+    if (directory / "index.json").exists():
+        return directory
+    return build_copy_index(get_snapshot(engine, version.dataset), version.path)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def record_evaluation(engine: Engine, version: ModelVersion, evaluation: Any) -> ModelVersion:
+    """Put an evaluation's headline numbers on the registry row (metrics.test[dataset]), and rewrite
+    tweetforge.json and the model card so that both stay true for the version."""
+    from tweetforge.card import model_card
+    from tweetforge.evaluate import HEADLINE_METRICS, evaluations_table_for
+    from tweetforge.store.snapshots import get_snapshot
+
+    headline = {k: evaluation.metrics.get(k) for k in HEADLINE_METRICS}
+    headline["evaluated_at"] = evaluation.created_at.isoformat(timespec="seconds")
+    with engine.begin() as conn:
+        row = conn.execute(select(model_versions.c.metrics).where(model_versions.c.name == version.name, model_versions.c.version == version.version)).one()
+        metrics = dict(row.metrics)
+        metrics["test"] = {**metrics.get("test", {}), evaluation.dataset: headline}
+        conn.execute(update(model_versions).where(model_versions.c.name == version.name, model_versions.c.version == version.version).values(metrics=metrics))
+    updated = resolve(engine, version.ref)
+    info_path = version.path / "tweetforge.json"
+    info = json.loads(info_path.read_text())
+    info.update({"metrics": updated.metrics})
+    _write_atomically(info_path, json.dumps(info, indent=2, default=str))
+    tables = evaluations_table_for(engine, updated)
+    _write_atomically(version.path / "README.md", model_card(updated, get_snapshot(engine, version.dataset), info.get("history", []), tables))
+    return updated

@@ -144,3 +144,39 @@ model_aliases = Table(
     Column("version", Integer, nullable=False),
     Column("updated_at", DateTime, nullable=False),
 )
+
+evaluations = Table(
+    "evaluations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subject", String(300), nullable=False),  # name:version, 'markov', or 'base:<base model>'
+    Column("kind", String(32), nullable=False),
+    Column("dataset", String(100), nullable=False),
+    Column("dataset_hash", String(64), nullable=False),
+    Column("settings_hash", String(64), nullable=False),
+    Column("settings", JSON, nullable=False),
+    Column("metrics", JSON, nullable=False),
+    Column("samples", JSON, nullable=False),
+    Column("copies", JSON, nullable=False),
+    Column("seconds", Float, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Index("ix_evaluations_subject", "subject", "dataset_hash", "settings_hash"),
+)
+
+promotions = Table(
+    "promotions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(100), nullable=False),
+    Column("alias", String(64), nullable=False),
+    Column("from_version", Integer),
+    Column("to_version", Integer, nullable=False),
+    Column("promoted", Boolean, nullable=False),
+    Column("forced", Boolean, nullable=False),
+    Column("who", String(100), nullable=False),
+    Column("at", DateTime, nullable=False),
+    Column("dataset", String(100)),
+    Column("candidate", JSON, nullable=False),
+    Column("champion", JSON),
+    Column("reason", Text, nullable=False),
+)
