@@ -58,6 +58,7 @@ test: $(VENV)/.installed-dev
 benchmark: $(VENV)/.installed-dev
 	$(PY) benchmarks/ingest.py
 	$(PY) benchmarks/train.py
+	$(PY) benchmarks/copy_filter.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache

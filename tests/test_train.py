@@ -216,6 +216,17 @@ def test_cli_train_models_generate(tiny_gpt2, tmp_path):
     assert generation["copy_filter"] is True and generation["model"] == "trump:1"
     assert len(posts) + generation["dropped"] == 3 and {"text", "model", "version", "seed"} <= set(posts[0])
     assert all(p["generated"] is True and p["text"].startswith("My dream is") for p in posts)
+    small = ("--samples", "12", "--max-test-posts", "60", "--report-to", "none")
+    evaluated = json.loads(run_cli(home, "evaluate", "trump:1", *small, "--json").stdout)
+    assert [e["subject"] for e in evaluated] == ["trump:1", "markov", f"base:{tiny_gpt2}"]
+    assert evaluated[0]["metrics"]["test_posts"] == 60 and 0 <= evaluated[0]["metrics"]["copy_rate"] <= 1
+    shown = run_cli(home, "models", "show", "trump:1").stdout
+    assert f"bits_per_char={evaluated[0]['metrics']['bits_per_char']:.4g}" in shown
+    compared = run_cli(home, "compare", "trump:1", "markov", *small, "--plot", str(tmp_path / "compare.png")).stdout
+    assert "bits per char" in compared and "markov" in compared and (tmp_path / "compare.png").stat().st_size > 20_000
+    again = run_cli(home, "promote", "trump:1", check=False)
+    assert again.returncode == 1 and "trump:1 is already trump:champion" in again.stderr
+    assert "No promotions yet" in run_cli(home, "promotions").stdout
     missing = run_cli(home, "train", "trump-v1", "--base", "no-such/model", check=False)
     assert missing.returncode == 1 and "unknown base model 'no-such/model'" in missing.stderr
 

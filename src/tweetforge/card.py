@@ -26,9 +26,11 @@ def results_table(rows: list[tuple[str, dict[str, Any]]]) -> list[str]:
         "| model | bits/char ↓ | token ppl | distinct-2 ↑ | self-BLEU ↓ | length distance (chars) ↓ | ended properly | copies | copies with filter | detectability (0.5 best) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    tokenizer = rows[0][1].get("tokenizer") if rows else None
     for label, m in rows:
+        perplexity = _num(m.get("token_perplexity"), 1) if m.get("tokenizer") == tokenizer else "other tokenizer"
         lines.append(
-            f"| {label} | {_num(m.get('bits_per_char'))} | {_num(m.get('token_perplexity'), 1)} | {_num(m.get('distinct_2'))} | "
+            f"| {label} | {_num(m.get('bits_per_char'))} | {perplexity} | {_num(m.get('distinct_2'))} | "
             f"{_num(m.get('self_bleu'), 1)} | {_num(m.get('length_chars_wasserstein'), 1)} | {_pct(m.get('ended_share'))} | "
             f"{_pct(m.get('copy_rate'))} | {_pct(m.get('copy_rate_filtered'))} | {_num(m.get('detectability'))} |"
         )

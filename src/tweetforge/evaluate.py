@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, desc, insert, select
 
@@ -123,25 +123,25 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 # ---------------------------------------------------------------- subjects
 
 
-class Subject:
+class Subject(Protocol):
     """What evaluation needs of a model: score texts, and draw posts (as an author, when it takes one)."""
 
     name: str
     kind: str
-    authors: list[str] | None = None
+    authors: list[str] | None
     """Authors it is conditioned on (multi-author models), else None."""
-    tokenizer: str | None = None
+    tokenizer: str | None
+    """Fingerprint of its vocabulary: token perplexities compare only between equal ones."""
     copy_index: CopyIndex
     training_texts: list[str]
+    """What it was trained on, in the order copy_index rows refer to."""
 
-    def score(self, texts: list[str], authors: list[str], progress: Progress | None) -> LikelihoodTotals:
-        raise NotImplementedError
+    def score(self, texts: list[str], authors: list[str], progress: Progress | None) -> LikelihoodTotals: ...
 
-    def draw(self, author: str | None) -> Callable[[int, int], list[Sample]]:
-        raise NotImplementedError
+    def draw(self, author: str | None) -> Callable[[int, int], list[Sample]]: ...
 
 
-class NeuralSubject(Subject):
+class NeuralSubject:
     def __init__(self, name: str, kind: str, model: Any, tokenizer: Any, info: dict[str, Any] | None, max_new_tokens: int,
                  training_texts: list[str], copy_index: CopyIndex):
         self.name, self.kind, self.model, self._tokenizer, self.info = name, kind, model, tokenizer, info
@@ -163,13 +163,11 @@ class NeuralSubject(Subject):
         return lambda count, seed: sample(self.model, self._tokenizer, prefix, "", count, Sampling(), seed, self.max_new_tokens)
 
 
-class MarkovSubject(Subject):
-    kind = "markov"
-
+class MarkovSubject:
     def __init__(self, training_texts: list[str]):
         from tweetforge.markov import MarkovChain
 
-        self.name = "markov"
+        self.name, self.kind, self.authors, self.tokenizer = "markov", "markov", None, None
         self.chain = MarkovChain(training_texts)
         self.training_texts = training_texts
         self.copy_index = CopyIndex.build(training_texts)
@@ -261,9 +259,9 @@ def evaluate_subject(subject: Subject, snapshot: Any, authors: list[str], settin
     generated = [s.text for s, _ in drawn]
     nonempty = [t for t in generated if t.strip()]
 
+    matches = [subject.copy_index.find(text) for text in generated]
     copies = []
-    for (s, author), text in zip(drawn, generated):
-        match = subject.copy_index.find(text)
+    for (_, author), text, match in zip(drawn, generated, matches):
         if match is None:
             continue
         source = subject.training_texts[match.post]
@@ -273,7 +271,7 @@ def evaluate_subject(subject: Subject, snapshot: Any, authors: list[str], settin
     exact = sum(1 for c in copies if c["kind"] == "exact")
 
     # what the copy filter delivers and costs: the posts the index flags are re-drawn as generation would
-    flagged = [subject.copy_index.copies(text) for text in generated]
+    flagged = [match is not None for match in matches]
     delivered = [text for text, bad in zip(generated, flagged) if not bad]
     extra_draws = dropped = 0
     flagged_by_author: dict[str | None, int] = {}
