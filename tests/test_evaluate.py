@@ -231,3 +231,14 @@ def test_gate_margins():
     reasons = gate({"bits_per_char": 2.03, "copy_rate": 0.02}, champion, 0.01, 0.01)
     assert "2.0300 vs champion 2.0000" in reasons[0] and "copy rate 2.0%" in reasons[1]
     assert gate({"bits_per_char": 9.0, "copy_rate": 0.0}, None, 0.01, 0.01) == []
+
+
+def test_multi_author_model_gets_author_attribution(store):
+    home, engine, _, both = store
+    result = train(quick("scratch", dataset="both-v1", layers=1, width=64, max_steps=20, name="tiny-both"), both, home)
+    version = register(engine, home / "models", result, both)
+    evaluation = run_evaluations(engine, home, [version.ref], None, SMALL, report_to="none").evaluations[0]
+    authors = {s["author"] for s in evaluation.samples}
+    assert authors == set(version.params["authors"]) and len(authors) == 2
+    assert evaluation.metrics["attribution_accuracy_real"] > 0.8  # the classifier itself tells the two apart
+    assert 0 <= evaluation.metrics["attribution_accuracy"] <= 1

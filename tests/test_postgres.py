@@ -48,3 +48,15 @@ def test_postgres_imports_merge_history_and_snapshot(pg, tmp_path):
 
     snap = create_snapshot(pg, tmp_path / "ds", SnapshotRequest("pg-v1", ("realdonaldtrump",)))
     assert read_snapshot(snap).height == snap.posts > 20000
+
+
+def test_postgres_stores_and_reuses_evaluations(pg, tmp_path):
+    from tweetforge.evaluate import EvalSettings, latest_evaluation, run_evaluations
+
+    load(pg, shared("trump_archive.csv"), author="realDonaldTrump")
+    snap = create_snapshot(pg, tmp_path / "ds", SnapshotRequest("pg-eval", ("realDonaldTrump",)))
+    settings = EvalSettings(samples=20, seed=1, max_test_posts=50)
+    first = run_evaluations(pg, tmp_path, ["markov"], "pg-eval", settings, report_to="none").evaluations[0]
+    stored = latest_evaluation(pg, "markov", snap.content_hash, settings)
+    assert stored.id == first.id and stored.metrics == first.metrics and len(stored.samples) == 20
+    assert run_evaluations(pg, tmp_path, ["markov"], "pg-eval", settings, report_to="none").evaluations[0].id == first.id

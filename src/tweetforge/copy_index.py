@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from tweetforge.atomic import atomic_directory
 
 NGRAM = 8
 NORMALIZATION = "lowercase \\w+ words, v1"
@@ -114,20 +113,12 @@ class CopyIndex:
         return self.find(text) is not None
 
     def save(self, directory: Path, source: dict) -> Path:
-        """Written beside and renamed into place, so a reader never sees half an index."""
-        staging = directory.parent / f".{directory.name}-{uuid.uuid4().hex[:8]}"
-        staging.mkdir(parents=True)
-        try:
+        with atomic_directory(directory) as staging:
             for name in ("ngrams", "ngram_posts", "exact", "exact_posts"):
                 np.save(staging / f"{name}.npy", getattr(self, name))
             meta = {"ngram": NGRAM, "normalization": NORMALIZATION, "posts": self.posts, "ngrams": len(self.ngrams),
                     "bytes": self.nbytes, **source}
             (staging / "index.json").write_text(json.dumps(meta, indent=2))
-            if directory.exists():
-                shutil.rmtree(directory)
-            os.replace(staging, directory)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         return directory
 
     @classmethod

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, select, update
 
+from tweetforge.atomic import write_text_atomically
 from tweetforge.store.schema import model_aliases, model_versions
 
 ALIAS_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
@@ -227,12 +228,6 @@ def ensure_copy_index(engine: Engine, version: ModelVersion) -> Path:
     return build_copy_index(get_snapshot(engine, version.dataset), version.path)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def record_evaluation(engine: Engine, version: ModelVersion, evaluation: Any) -> ModelVersion:
     """Put an evaluation's headline numbers on the registry row (metrics.test[dataset]), and rewrite
     tweetforge.json and the model card so that both stay true for the version."""
@@ -251,7 +246,7 @@ def record_evaluation(engine: Engine, version: ModelVersion, evaluation: Any) ->
     info_path = version.path / "tweetforge.json"
     info = json.loads(info_path.read_text())
     info.update({"metrics": updated.metrics})
-    _write_atomically(info_path, json.dumps(info, indent=2, default=str))
+    write_text_atomically(info_path, json.dumps(info, indent=2, default=str))
     tables = evaluations_table_for(engine, updated)
-    _write_atomically(version.path / "README.md", model_card(updated, get_snapshot(engine, version.dataset), info.get("history", []), tables))
+    write_text_atomically(version.path / "README.md", model_card(updated, get_snapshot(engine, version.dataset), info.get("history", []), tables))
     return updated

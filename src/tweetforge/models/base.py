@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from tweetforge.atomic import atomic_directory
 
 DEFAULT_BASE = "HuggingFaceTB/SmolLM2-135M"
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -66,16 +66,9 @@ def convert_bundled(cache_dir: Path) -> Path:
     model = LlamaForCausalLM(config).to(torch.bfloat16)
     model.load_state_dict(loaded.state_dict())
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    staging = cache_dir / f".tmp-{BUNDLED_NAME}-{uuid.uuid4().hex[:8]}"
-    try:
+    with atomic_directory(target) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
