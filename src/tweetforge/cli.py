@@ -865,6 +865,67 @@ def promotions(name: Annotated[str | None, typer.Argument()] = None, as_json: Js
     console.print(table)
 
 
+# ---------------------------------------------------------------- A/B experiments
+
+ab_app = typer.Typer(help="A/B experiments between model versions: create, status, stop, promote.", no_args_is_help=True)
+app.add_typer(ab_app, name="ab")
+
+
+@ab_app.command("create")
+def ab_create(
+    name: str,
+    variant: Annotated[list[str], typer.Option("--variant", help="NAME=MODEL:WEIGHT, e.g. gpt=elon:4:50 (two or more).")],
+    metric: Annotated[str, typer.Option("--metric", help="like, share, or arena (pairwise choice).")] = "like",
+    min_sample: Annotated[int, typer.Option("--min-sample", help="Exposures per variant before a winner can be declared.")] = 1000,
+    alpha: Annotated[float, typer.Option("--alpha", help="False-positive rate of the sequential test.")] = 0.05,
+    auto_promote: Annotated[bool, typer.Option("--auto-promote", help="Make the winner its name's champion when the test is conclusive.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Start an experiment; requests for its name are split between the variants by user."""
+    from tweetforge.experiments import ExperimentError, create_experiment, parse_variant
+
+    try:
+        experiment = create_experiment(engine(), name, [parse_variant(v) for v in variant], metric, min_sample, alpha, auto_promote)
+    except ExperimentError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        print_json(experiment.summary())
+        return
+    shares = ", ".join(f"{v.name} = {v.model_ref} ({v.weight:g})" for v in experiment.variants)
+    console.print(f"Experiment {experiment.name} running: {shares}; metric {experiment.metric}", highlight=False)
+
+
+@ab_app.command("list")
+def ab_list(as_json: JsonOption = False) -> None:
+    """Every experiment and its state."""
+    from tweetforge.experiments import list_experiments
+
+    found = list_experiments(engine())
+    if as_json:
+        print_json([e.summary() for e in found])
+        return
+    if not found:
+        console.print("No experiments yet: tweetforge ab create NAME --variant a=MODEL:50 --variant b=MODEL:50")
+        return
+    table = Table("experiment", "status", "metric", "variants", "winner", "created")
+    for e in found:
+        table.add_row(e.name, e.status, e.metric, ", ".join(f"{v.name}={v.model_ref}:{v.weight:g}" for v in e.variants),
+                      e.winner or "—", f"{e.created_at:%Y-%m-%d %H:%M}")
+    console.print(table)
+
+
+@ab_app.command("stop")
+def ab_stop(name: str) -> None:
+    """Stop an experiment: its name no longer splits traffic."""
+    from tweetforge.experiments import ExperimentError, stop_experiment
+
+    try:
+        experiment = stop_experiment(engine(), name)
+    except ExperimentError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"Experiment {experiment.name} stopped", highlight=False)
+
+
 @app.command()
 def formats() -> None:
     """The input formats `ingest` reads (detected from content; --format overrides)."""

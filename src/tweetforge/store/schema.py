@@ -180,3 +180,69 @@ promotions = Table(
     Column("champion", JSON),
     Column("reason", Text, nullable=False),
 )
+
+experiments = Table(
+    "experiments",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("metric", String(16), nullable=False),
+    Column("min_sample", Integer, nullable=False),
+    Column("alpha", Float, nullable=False),
+    Column("auto_promote", Boolean, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("stopped_at", DateTime),
+    Column("winner", String(64)),
+)
+
+experiment_variants = Table(
+    "experiment_variants",
+    metadata,
+    Column("experiment", ForeignKey("experiments.name", ondelete="CASCADE"), primary_key=True),
+    Column("variant", String(64), primary_key=True),
+    Column("model_name", String(100), nullable=False),
+    Column("model_version", Integer, nullable=False),
+    Column("weight", Float, nullable=False),
+)
+
+generations = Table(
+    "generations",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("model_name", String(100), nullable=False),
+    Column("model_version", Integer, nullable=False),
+    Column("experiment", String(100)),
+    Column("variant", String(64)),
+    Column("pair_id", String(36)),  # arena: the two generations shown side by side share it
+    Column("user_id", String(100)),
+    Column("prompt", Text, nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("posts", JSON, nullable=False),
+    Index("ix_generations_experiment", "experiment", "variant"),
+    Index("ix_generations_pair", "pair_id"),
+)
+
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("generation_id", ForeignKey("generations.id"), nullable=False),
+    Column("event", String(16), nullable=False),
+    Column("winner_id", String(36)),  # choice: the generation that won; null for "both bad"
+    Column("user_id", String(100)),
+    Column("created_at", DateTime, nullable=False),
+    Index("ix_feedback_generation", "generation_id"),
+)
+
+experiment_decisions = Table(
+    "experiment_decisions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("experiment", String(100), nullable=False),
+    Column("at", DateTime, nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("winner", String(64)),
+    Column("promoted", Boolean, nullable=False),
+    Column("statistics", JSON, nullable=False),
+)
