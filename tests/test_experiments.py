@@ -86,3 +86,57 @@ def test_feedback_is_validated_and_stored(two_versions, store):
     record_feedback(engine, left, "choice", winner_id=right)
     record_feedback(engine, left, "choice", winner_id=None)  # both bad
     assert len(table_dump(engine, "feedback")["feedback"]) == len(before["feedback"]) + 2
+
+
+def _serve(engine, experiment, variant, liked: bool, event: str = "like"):
+    version = experiment.variant(variant)
+    generation = log_generation(engine, version.model_name, version.model_version, "", {}, [], experiment=experiment.name, variant=variant)
+    if liked:
+        record_feedback(engine, generation, event)
+    return generation
+
+
+def test_status_finds_the_better_variant_and_auto_promotes_it(two_versions, store, tmp_path):
+    from tweetforge.experiments import apply_decision, decision_log, experiment_status
+    from tweetforge.plots import plot_experiment
+    from tweetforge.registry import resolve
+
+    _, engine, _, _ = store
+    a, b = two_versions
+    experiment = create_experiment(engine, "likes", [("a", a.ref, 1), ("b", b.ref, 1)], min_sample=200, auto_promote=True)
+    for i in range(300):
+        _serve(engine, experiment, "a", liked=i % 10 == 0)  # 10%
+        _serve(engine, experiment, "b", liked=i % 10 < 4)   # 40%
+        if i == 99:
+            early = experiment_status(engine, "likes")
+            assert early.state == "collecting" and "of the minimum 200" in early.reason
+    status = experiment_status(engine, "likes")
+    rates = {r.variant: r for r in status.results}
+    assert (rates["a"].exposures, rates["a"].conversions, rates["b"].conversions) == (300, 30, 120)
+    assert rates["b"].low < 0.4 < rates["b"].high and rates["b"].p_best > 0.99
+    assert status.state == "winner" and status.winner == "b" and status.always_valid_p < 0.05
+    assert plot_experiment(status, tmp_path / "ab.png").stat().st_size > 20_000
+
+    assert apply_decision(engine, status)
+    assert resolve(engine, f"{b.name}:champion").version == b.version
+    assert get_experiment(engine, "likes").status == "decided" and get_experiment(engine, "likes").winner == "b"
+    log = decision_log(engine, "likes")
+    assert len(log) == 1 and log[0]["promoted"] and log[0]["winner"] == "b"
+
+
+def test_arena_win_rate_counts_each_comparison_once(two_versions, store):
+    from tweetforge.experiments import experiment_status
+
+    _, engine, _, _ = store
+    a, b = two_versions
+    create_experiment(engine, "arena-wins", [("a", a.ref, 1), ("b", b.ref, 1)], metric="arena", min_sample=100)
+    for i in range(200):
+        left = log_generation(engine, a.name, a.version, "", {}, [], experiment="arena-wins", variant="a", pair_id=f"pair-{i}")
+        right = log_generation(engine, b.name, b.version, "", {}, [], experiment="arena-wins", variant="b", pair_id=f"pair-{i}")
+        winner = None if i % 20 == 0 else (right if i % 4 else left)
+        record_feedback(engine, left, "choice", winner_id=winner)
+        record_feedback(engine, right, "choice", winner_id=left)  # a second vote on the same pair: ignored
+    status = experiment_status(engine, "arena-wins")
+    rates = {r.variant: r for r in status.results}
+    assert status.ties == 10 and rates["b"].exposures == 190 and rates["a"].conversions + rates["b"].conversions == 190
+    assert rates["b"].rate > 0.7 and status.state == "winner" and status.winner == "b"

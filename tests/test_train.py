@@ -227,6 +227,13 @@ def test_cli_train_models_generate(tiny_gpt2, tmp_path):
     again = run_cli(home, "promote", "trump:1", check=False)
     assert again.returncode == 1 and "trump:1 is already trump:champion" in again.stderr
     assert "No promotions yet" in run_cli(home, "promotions").stdout
+    run_cli(home, "ab", "create", "exp", "--variant", "a=trump:1:50", "--variant", "b=trump:champion:50", "--min-sample", "10")
+    status = run_cli(home, "ab", "status", "exp", "--plot", str(tmp_path / "ab.png")).stdout
+    assert "collecting" in status and "no exposures yet" in status and (tmp_path / "ab.png").exists()
+    refused = run_cli(home, "ab", "promote", "exp", check=False)
+    assert refused.returncode == 1 and "exp has no winner yet" in refused.stderr
+    assert "trump:champion → trump:1 (variant a of exp)" in run_cli(home, "ab", "promote", "exp", "--variant", "a").stdout
+    assert json.loads(run_cli(home, "ab", "list", "--json").stdout)[0]["status"] == "decided"
     missing = run_cli(home, "train", "trump-v1", "--base", "no-such/model", check=False)
     assert missing.returncode == 1 and "unknown base model 'no-such/model'" in missing.stderr
 

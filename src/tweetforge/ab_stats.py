@@ -239,11 +239,34 @@ def msprt_p_values(conv_a: ArrayLike, n_a: ArrayLike, conv_b: ArrayLike, n_b: Ar
     with np.errstate(divide="ignore", invalid="ignore"):
         p_a, p_b = conv_a / n_a, conv_b / n_b
         v = p_a * (1 - p_a) / n_a + p_b * (1 - p_b) / n_b
+    return _msprt(p_b - p_a, v, (n_a > 0) & (n_b > 0), tau)
+
+
+def _msprt(theta: np.ndarray, v: np.ndarray, observed: np.ndarray, tau: float) -> np.ndarray:
+    """Running always-valid p-values from the estimated difference and its variance at each look."""
+    with np.errstate(divide="ignore", invalid="ignore"):
         tau2 = tau * tau
-        log_lr = 0.5 * np.log(v / (v + tau2)) + tau2 * (p_b - p_a) ** 2 / (2 * v * (v + tau2))
-    log_lr = np.where((n_a > 0) & (n_b > 0) & (v > 0), log_lr, 0.0)
+        log_lr = 0.5 * np.log(v / (v + tau2)) + tau2 * theta**2 / (2 * v * (v + tau2))
+    log_lr = np.where(observed & (v > 0), log_lr, 0.0)
     # exp(-max(log Λ, 0)) = min(1, 1/Λ) without overflowing Λ on decisive data.
     return np.minimum.accumulate(np.exp(-np.maximum(log_lr, 0.0)), axis=-1)
+
+
+ARENA_TAU = 0.1
+"""Mixing sd for arena win rates: planned around a 60/40 preference."""
+
+
+def arena_p_values(wins: ArrayLike, comparisons: ArrayLike, tau: float = ARENA_TAU) -> np.ndarray:
+    """Always-valid p-values that a variant's pairwise win rate is 1/2, one per look (cumulative counts).
+
+    In an arena every comparison is a win for one variant and a loss for the other, so the two win rates are
+    one number, not two independent proportions: the one-sample mSPRT on w = wins / comparisons, with
+    θ̂ = w - 1/2 and V = w(1 - w) / comparisons."""
+    wins, comparisons = np.asarray(wins, dtype=float), np.asarray(comparisons, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = wins / comparisons
+        v = w * (1 - w) / comparisons
+    return _msprt(w - 0.5, v, comparisons > 0, tau)
 
 
 def always_valid_p_value(conv_a: Sequence[int], n_a: Sequence[int], conv_b: Sequence[int], n_b: Sequence[int],

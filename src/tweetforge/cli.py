@@ -914,6 +914,60 @@ def ab_list(as_json: JsonOption = False) -> None:
     console.print(table)
 
 
+@ab_app.command("status")
+def ab_status(
+    name: str,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write rates with intervals over time and the p-value to this PNG.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Exposures, conversions, rates with 95% intervals, P(best) and the sequential test's decision (acted on
+    when the experiment auto-promotes)."""
+    from tweetforge.experiments import ExperimentError, apply_decision, experiment_status
+    from tweetforge.plots import plot_experiment
+
+    try:
+        status = experiment_status(engine(), name)
+        promoted = apply_decision(engine(), status)
+    except ExperimentError as exc:
+        raise fail(str(exc)) from None
+    if plot:
+        plot_experiment(status, plot)
+    if as_json:
+        print_json({**status.summary(), "promoted_now": promoted})
+        return
+    experiment = status.experiment
+    unit, success = ("comparisons", "wins") if experiment.metric == "arena" else ("exposures", f"{experiment.metric}s")
+    table = Table("variant", "model", unit, success, "rate", "95% interval", "P(best)",
+                  title=f"{experiment.name} ({experiment.status}, metric {experiment.metric})")
+    for r in status.results:
+        rate = "—" if r.exposures == 0 else f"{r.rate:.2%}"
+        table.add_row(r.variant, r.model, f"{r.exposures:,}", f"{r.conversions:,}", rate, f"{r.low:.2%} – {r.high:.2%}", f"{r.p_best:.3f}")
+    console.print(table)
+    if status.ties:
+        console.print(f"{status.ties} comparisons judged both bad", highlight=False)
+    console.print(f"decision: {status.state}" + (f", winner {status.winner}" if status.winner else "") + f" — {status.reason}", highlight=False)
+    if promoted:
+        winner = experiment.variant(status.winner)
+        console.print(f"auto-promoted: {winner.model_name}:champion → {winner.model_ref}", highlight=False)
+    if plot:
+        console.print(f"Plot: {plot}", highlight=False)
+
+
+@ab_app.command("promote")
+def ab_promote(
+    name: str,
+    variant: Annotated[str | None, typer.Option("--variant", help="Promote this variant even without a conclusive result.")] = None,
+) -> None:
+    """Make the winning variant's model version its name's champion and end the experiment (logged)."""
+    from tweetforge.experiments import ExperimentError, promote_variant
+
+    try:
+        target = promote_variant(engine(), name, variant)
+    except ExperimentError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"{target.model_name}:champion → {target.model_ref} (variant {target.name} of {name})", highlight=False)
+
+
 @ab_app.command("stop")
 def ab_stop(name: str) -> None:
     """Stop an experiment: its name no longer splits traffic."""

@@ -8,14 +8,14 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 
 from tweetforge.registry import RegistryError, resolve
-from tweetforge.store.schema import experiment_variants, experiments, feedback, generations
+from tweetforge.store.schema import experiment_decisions, experiment_variants, experiments, feedback, generations
 
 METRICS = {"like": "like", "share": "share", "arena": "choice"}
 """Primary metric -> the feedback event that counts as a conversion (arena: a won comparison)."""
@@ -220,3 +220,222 @@ def stop_experiment(engine: Engine, name: str) -> Experiment:
     with engine.begin() as conn:
         conn.execute(update(experiments).where(experiments.c.name == name).values(status="stopped", stopped_at=datetime.now()))
     return get_experiment(engine, name)
+
+
+# ---------------------------------------------------------------- results and decisions
+
+LOOK_EVERY = 100
+"""The sequential test looks at the data after every LOOK_EVERY exposures (arena: comparisons)."""
+
+
+@dataclass
+class VariantResult:
+    variant: str
+    model: str
+    exposures: int
+    """Generations served (arena: decisive comparisons it took part in)."""
+    conversions: int
+    """Generations with the metric's event (arena: comparisons won)."""
+    rate: float
+    low: float
+    high: float
+    p_best: float
+
+
+@dataclass
+class ExperimentStatus:
+    experiment: Experiment
+    results: list[VariantResult]
+    state: str
+    winner: str | None
+    reason: str
+    always_valid_p: float
+    timeline: dict[str, Any]
+    """Per look: time, and per variant cumulative exposures and conversions; the always-valid p-value."""
+    ties: int = 0
+    """Arena comparisons judged "both bad"."""
+
+    def summary(self) -> dict[str, Any]:
+        return {"experiment": self.experiment.summary(), "state": self.state, "winner": self.winner, "reason": self.reason,
+                "always_valid_p": self.always_valid_p, "ties": self.ties,
+                "variants": [r.__dict__ for r in self.results]}
+
+
+def _looks(times: list[datetime], every: int) -> list[datetime]:
+    ordered = sorted(times)
+    return [ordered[i - 1] for i in range(every, len(ordered) + 1, every)] + ([ordered[-1]] if ordered and len(ordered) % every else [])
+
+
+def _cumulative(times: list[datetime], looks: list[datetime]) -> list[int]:
+    import bisect
+
+    ordered = sorted(times)
+    return [bisect.bisect_right(ordered, t) for t in looks]
+
+
+def experiment_status(engine: Engine, name: str) -> ExperimentStatus:
+    """Rates with Wilson intervals, P(best), and the always-valid decision, from the logged exposures and
+    feedback. Each look counts what had happened by its time, so feedback that arrives later is not
+    credited to earlier looks."""
+    experiment = get_experiment(engine, name)
+    with engine.connect() as conn:
+        served = conn.execute(select(generations.c.id, generations.c.variant, generations.c.created_at, generations.c.pair_id)
+                              .where(generations.c.experiment == name)).all()
+        events = conn.execute(select(feedback.c.generation_id, feedback.c.event, feedback.c.winner_id, feedback.c.created_at)
+                              .join(generations, generations.c.id == feedback.c.generation_id)
+                              .where(generations.c.experiment == name).order_by(feedback.c.id)).all()
+    if experiment.metric == "arena":
+        return _arena_status(experiment, served, events)
+    variant_of = {g.id: g.variant for g in served}
+    exposed: dict[str, list[datetime]] = {v.name: [] for v in experiment.variants}
+    for g in served:
+        exposed.setdefault(g.variant, []).append(g.created_at)
+    first_conversion: dict[str, datetime] = {}
+    for e in events:
+        if e.event == METRICS[experiment.metric] and e.generation_id not in first_conversion:
+            first_conversion[e.generation_id] = e.created_at
+    converted: dict[str, list[datetime]] = {v.name: [] for v in experiment.variants}
+    for generation_id, at in first_conversion.items():
+        converted[variant_of[generation_id]].append(at)
+    looks = _looks([g.created_at for g in served], LOOK_EVERY)
+    timeline = {"looks": looks, "exposures": {v: _cumulative(t, looks) for v, t in exposed.items()},
+                "conversions": {v: _cumulative(converted[v], looks) for v in exposed}}
+    return _two_proportion_status(experiment, timeline)
+
+
+def _two_proportion_status(experiment: Experiment, timeline: dict[str, Any]) -> ExperimentStatus:
+    from tweetforge import ab_stats
+
+    names = [v.name for v in experiment.variants]
+    exposures = [timeline["exposures"][v][-1] if timeline["looks"] else 0 for v in names]
+    conversions = [timeline["conversions"][v][-1] if timeline["looks"] else 0 for v in names]
+    p_best = ab_stats.probability_best(conversions, exposures)
+    results = []
+    for i, v in enumerate(experiment.variants):
+        rate = ab_stats.rate_with_interval(conversions[i], exposures[i])
+        results.append(VariantResult(v.name, v.model_ref, exposures[i], conversions[i], rate.rate, rate.low, rate.high, float(p_best[i])))
+    if not timeline["looks"]:
+        return ExperimentStatus(experiment, results, "collecting", None, "no exposures yet", 1.0, timeline)
+    # the two leading variants by rate; with more than two, Bonferroni over the k - 1 comparisons with the leader
+    order = sorted(range(len(names)), key=lambda i: (conversions[i] / exposures[i]) if exposures[i] else -1, reverse=True)
+    a, b = order[1], order[0]
+    alpha = experiment.alpha / (len(names) - 1)
+    decision = ab_stats.decide(
+        ab_stats.VariantHistory(names[a], timeline["exposures"][names[a]], timeline["conversions"][names[a]]),
+        ab_stats.VariantHistory(names[b], timeline["exposures"][names[b]], timeline["conversions"][names[b]]),
+        min_exposures=experiment.min_sample, alpha=alpha,
+    )
+    timeline["p_values"] = ab_stats.msprt_p_values(timeline["conversions"][names[a]], timeline["exposures"][names[a]],
+                                                    timeline["conversions"][names[b]], timeline["exposures"][names[b]]).tolist()
+    return ExperimentStatus(experiment, results, decision.state, decision.winner, decision.reason, decision.always_valid_p, timeline)
+
+
+def _arena_status(experiment: Experiment, served: list[Any], events: list[Any]) -> ExperimentStatus:
+    """Win rates of pairwise comparisons: each arena pair's first choice counts once; "both bad" is a tie."""
+    from scipy.stats import beta
+
+    from tweetforge import ab_stats
+
+    variant_of = {g.id: g.variant for g in served}
+    pair_of = {g.id: g.pair_id for g in served}
+    judged: set[str] = set()
+    comparisons: list[tuple[datetime, str, str]] = []  # (time, winner variant, loser variant)
+    ties = 0
+    for e in events:
+        if e.event != "choice" or pair_of.get(e.generation_id) in judged:
+            continue
+        pair = pair_of[e.generation_id]
+        judged.add(pair)
+        if e.winner_id is None:
+            ties += 1
+            continue
+        loser = next(g.id for g in served if g.pair_id == pair and g.id != e.winner_id)
+        comparisons.append((e.created_at, variant_of[e.winner_id], variant_of[loser]))
+    names = [v.name for v in experiment.variants]
+    looks = _looks([c[0] for c in comparisons], LOOK_EVERY)
+    taking_part = {v: _cumulative([t for t, w, l in comparisons if v in (w, l)], looks) for v in names}
+    wins = {v: _cumulative([t for t, w, _ in comparisons if w == v], looks) for v in names}
+    timeline = {"looks": looks, "exposures": taking_part, "conversions": wins}
+    results = []
+    for v in experiment.variants:
+        n, k = (taking_part[v.name][-1], wins[v.name][-1]) if looks else (0, 0)
+        rate = ab_stats.win_rate(k, n)
+        results.append(VariantResult(v.name, v.model_ref, n, k, rate.rate, rate.low, rate.high, float(1 - beta.cdf(0.5, k + 1, n - k + 1))))
+    if len(names) != 2:
+        return ExperimentStatus(experiment, results, "collecting", None, "arena decisions are made between two variants", 1.0, timeline, ties)
+    if not looks:
+        return ExperimentStatus(experiment, results, "collecting", None, "no comparisons yet", 1.0, timeline, ties)
+    second = names[1]
+    p_values = ab_stats.arena_p_values(wins[second], taking_part[second])
+    timeline["p_values"] = p_values.tolist()
+    p, n = float(p_values[-1]), taking_part[second][-1]
+    leader = max(results, key=lambda r: r.rate) if results[0].rate != results[1].rate else None
+    if n < experiment.min_sample:
+        state, winner, reason = "collecting", None, f"{n} of the minimum {experiment.min_sample} comparisons (always-valid p = {p:.3g})"
+    elif p < experiment.alpha and leader is not None:
+        state, winner, reason = "winner", leader.variant, f"{leader.variant} wins {leader.rate:.1%} of comparisons, always-valid p = {p:.3g}"
+    else:
+        state, winner, reason = "no difference yet", None, f"always-valid p = {p:.3g} >= {experiment.alpha:g}"
+    return ExperimentStatus(experiment, results, state, winner, reason, p, timeline, ties)
+
+
+def apply_decision(engine: Engine, status: ExperimentStatus) -> bool:
+    """Log a newly conclusive result; with auto_promote, make the winner its name's champion and end the
+    experiment. Returns whether something was promoted."""
+    experiment = status.experiment
+    if status.state != "winner" or experiment.status != "running":
+        return False
+    with engine.connect() as conn:
+        last = conn.execute(select(experiment_decisions.c.state, experiment_decisions.c.winner)
+                            .where(experiment_decisions.c.experiment == experiment.name).order_by(experiment_decisions.c.id.desc())).first()
+    if not experiment.auto_promote:
+        if last is None or (last.state, last.winner) != ("winner", status.winner):
+            _log_decision(engine, status, promoted=False)
+        return False
+    promote_variant(engine, experiment.name, status.winner, status)
+    return True
+
+
+def _log_decision(engine: Engine, status: ExperimentStatus, promoted: bool, conn: Any = None) -> None:
+    values = dict(experiment=status.experiment.name, at=datetime.now(), state=status.state, winner=status.winner, promoted=promoted,
+                  statistics=_json_safe({"reason": status.reason, "always_valid_p": status.always_valid_p,
+                                         "variants": [r.__dict__ for r in status.results]}))
+    if conn is not None:
+        conn.execute(insert(experiment_decisions).values(**values))
+        return
+    with engine.begin() as own:
+        own.execute(insert(experiment_decisions).values(**values))
+
+
+def promote_variant(engine: Engine, name: str, variant: str | None, status: ExperimentStatus | None = None) -> Variant:
+    """Make a variant's model version its name's champion and end the experiment; without a variant, the
+    winner of a conclusive experiment. Logged with the statistics of the moment."""
+    from tweetforge.registry import point_alias
+
+    status = status or experiment_status(engine, name)
+    chosen = variant or status.winner
+    if chosen is None:
+        raise ExperimentError(f"experiment {name} has no winner yet ({status.state}: {status.reason}); name a variant to promote it anyway")
+    target = status.experiment.variant(chosen)
+    with engine.begin() as conn:
+        point_alias(conn, target.model_name, "champion", target.model_version)
+        conn.execute(update(experiments).where(experiments.c.name == name).values(status="decided", winner=chosen, stopped_at=datetime.now()))
+        _log_decision(engine, replace(status, winner=chosen), promoted=True, conn=conn)
+    return target
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN (a rate with no exposures) is not JSON: null instead."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def decision_log(engine: Engine, name: str) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(experiment_decisions).where(experiment_decisions.c.experiment == name).order_by(experiment_decisions.c.id))
+        return [dict(r._mapping) for r in rows]
