@@ -17,6 +17,15 @@ class Settings(BaseSettings):
     database_url: str | None = None
     """SQLAlchemy URL; default is a SQLite file in the data home (WAL mode)."""
 
+    admin_token: str | None = None
+    """Bearer token for the service's admin operations; unset, they answer 403."""
+
+    cors_origins: list[str] = []
+    """Origins allowed to call the API from a browser (e.g. ["http://localhost:3000"])."""
+
+    rate_limit_per_minute: int = 120
+    """Generation requests per client (user_id, else address) per minute; 0 turns the limit off."""
+
     @property
     def resolved_home(self) -> Path:
         return self.home.expanduser().resolve()

@@ -398,7 +398,7 @@ def apply_decision(engine: Engine, status: ExperimentStatus) -> bool:
 
 def _log_decision(engine: Engine, status: ExperimentStatus, promoted: bool, conn: Any = None) -> None:
     values = dict(experiment=status.experiment.name, at=datetime.now(), state=status.state, winner=status.winner, promoted=promoted,
-                  statistics=_json_safe({"reason": status.reason, "always_valid_p": status.always_valid_p,
+                  statistics=json_safe({"reason": status.reason, "always_valid_p": status.always_valid_p,
                                          "variants": [r.__dict__ for r in status.results]}))
     if conn is not None:
         conn.execute(insert(experiment_decisions).values(**values))
@@ -424,14 +424,14 @@ def promote_variant(engine: Engine, name: str, variant: str | None, status: Expe
     return target
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN (a rate with no exposures) is not JSON: null instead."""
     if isinstance(value, float) and value != value:
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 

@@ -132,50 +132,81 @@ def post_prefix(tokenizer: Any, info: dict[str, Any], author: str | None) -> tup
     return prefix + [tokenizer.convert_tokens_to_ids(author_token(match))], match
 
 
+@dataclass(frozen=True)
+class Job:
+    """One prompt to sample n posts from, in a batch with others."""
+
+    prefix: tuple[int, ...]
+    prompt: str
+    n: int
+
+
 def sample(model: Any, tokenizer: Any, prefix: list[int], prompt: str, n: int, sampling: Sampling, seed: int,
            max_new_tokens: int) -> list[Sample]:
-    """n posts from any Hugging Face causal LM, in batches of SAMPLE_BATCH (batch b seeded with seed + b)."""
+    """n posts from any Hugging Face causal LM (batch b of SAMPLE_BATCH seeded with seed + b)."""
+    samples: list[Sample] = []
+    for batch, start in enumerate(range(0, n, SAMPLE_BATCH)):
+        job = Job(tuple(prefix), prompt, min(SAMPLE_BATCH, n - start))
+        samples += sample_jobs(model, tokenizer, [job], sampling, seed + batch, max_new_tokens)[0]
+    return samples
+
+
+def sample_jobs(model: Any, tokenizer: Any, jobs: list[Job], sampling: Sampling, seed: int, max_new_tokens: int) -> list[list[Sample]]:
+    """Several prompts' samples from one generate() call: prompts of different lengths are padded on the
+    left, where a transformer's attention mask hides the padding. A recurrent model reads every token,
+    so prompts that differ in length run as separate calls."""
     import torch
 
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
-    input_ids = torch.tensor([prefix + prompt_ids])
+    encoded = [list(job.prefix) + (tokenizer(job.prompt, add_special_tokens=False)["input_ids"] if job.prompt else []) for job in jobs]
+    recurrent = getattr(model.config, "model_type", "") == "tweetforge-lstm"
+    if recurrent and len({len(ids) for ids in encoded}) > 1:
+        results: list[list[Sample]] = [[] for _ in jobs]
+        for length in sorted({len(ids) for ids in encoded}):
+            chosen = [i for i, ids in enumerate(encoded) if len(ids) == length]
+            for i, samples in zip(chosen, sample_jobs(model, tokenizer, [jobs[i] for i in chosen], sampling, seed, max_new_tokens)):
+                results[i] = samples
+        return results
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    width = max(len(ids) for ids in encoded)
+    rows = [[pad] * (width - len(ids)) + ids for ids, job in zip(encoded, jobs) for _ in range(job.n)]
+    masks = [[0] * (width - len(ids)) + [1] * len(ids) for ids, job in zip(encoded, jobs) for _ in range(job.n)]
+    input_ids, attention_mask = torch.tensor(rows), torch.tensor(masks)
     stop = [tokenizer.eos_token_id]
     if sampling.one_line:
         stop += [i for i in (tokenizer.convert_tokens_to_ids(t) for t in ("\n", "Ċ")) if i is not None and i != tokenizer.unk_token_id]
     context = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
     if context:
-        if input_ids.shape[1] >= context:
-            raise GenerationError(f"the prompt is {input_ids.shape[1]} tokens; the model reads at most {context - 1}")
-        max_new_tokens = min(max_new_tokens, context - input_ids.shape[1])
-    samples = []
-    for batch, start in enumerate(range(0, n, SAMPLE_BATCH)):
-        torch.manual_seed(seed + batch)
-        with torch.no_grad():
-            output = model.generate(
-                input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                do_sample=True,
-                temperature=sampling.temperature,
-                top_p=sampling.top_p,
-                top_k=sampling.top_k or None,
-                repetition_penalty=sampling.repetition_penalty,
-                num_return_sequences=min(SAMPLE_BATCH, n - start),
-                max_new_tokens=max_new_tokens,
-                eos_token_id=stop,
-                pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-            )
-        for row in output:
-            new = row[input_ids.shape[1]:].tolist()
-            ended = any(t in stop for t in new)
-            if ended:
-                new = new[: min(new.index(t) for t in stop if t in new)]
-            text = prompt + tokenizer.decode(new, skip_special_tokens=True)
-            if sampling.one_line:
-                text = text.split("\n", 1)[0]
-            text = text.strip()
-            limited = cut_to_limit(text, sampling.max_chars)
-            samples.append(Sample(limited, ended and limited == text))
-    return samples
+        if width >= context:
+            raise GenerationError(f"the prompt is {width} tokens; the model reads at most {context - 1}")
+        max_new_tokens = min(max_new_tokens, context - width)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        output = model.generate(
+            input_ids,
+            attention_mask=attention_mask,
+            do_sample=True,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k or None,
+            repetition_penalty=sampling.repetition_penalty,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=stop,
+            pad_token_id=pad,
+        )
+    results = [[] for _ in jobs]
+    owners = [i for i, job in enumerate(jobs) for _ in range(job.n)]
+    for owner, row in zip(owners, output):
+        new = row[width:].tolist()
+        ended = any(t in stop for t in new)
+        if ended:
+            new = new[: min(new.index(t) for t in stop if t in new)]
+        text = jobs[owner].prompt + tokenizer.decode(new, skip_special_tokens=True)
+        if sampling.one_line:
+            text = text.split("\n", 1)[0]
+        text = text.strip()
+        limited = cut_to_limit(text, sampling.max_chars)
+        results[owner].append(Sample(limited, ended and limited == text))
+    return results
 
 
 def draw_without_copies(draw: Callable[[int, int], list[Sample]], n: int, seed: int, index: CopyIndex | None,

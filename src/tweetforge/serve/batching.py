@@ -1,0 +1,125 @@
+"""Dynamic batching: concurrent requests for one model wait up to `max_wait_ms` in a bounded queue and are
+sampled together in one generate() call of at most `max_batch` posts. A full queue refuses at once
+(the API answers 503 with Retry-After) instead of letting requests time out; a request whose client
+went away before its batch started is skipped. Requests that carry a seed run in a batch of their own,
+so that the same seed gives the same posts whatever else is being served."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from tweetforge.generate import Job, Sample, Sampling, sample_jobs
+
+
+class Overloaded(Exception):
+    """The model's queue is full."""
+
+
+@dataclass
+class Request:
+    job: Job
+    sampling: Sampling
+    seed: int | None
+    future: Future = field(default_factory=Future)
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    posts: int = 0
+    last_batch_size: int = 0
+    tokens_per_second: float = 0.0
+
+
+class Batcher:
+    def __init__(self, model: Any, tokenizer: Any, max_new_tokens: int, max_batch: int = 16, max_wait_ms: float = 10.0,
+                 queue_size: int = 64, observe: Any = None):
+        self.model, self.tokenizer, self.max_new_tokens = model, tokenizer, max_new_tokens
+        self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
+        self.queue: queue.Queue[Request] = queue.Queue(maxsize=queue_size)
+        self.observe = observe
+        """Called with (batch size in posts, seconds, new tokens) after each batch: metrics."""
+        self.stats = BatchStats()
+        self._held: Request | None = None
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tweetforge-batcher", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Job, sampling: Sampling, seed: int | None = None) -> Future:
+        request = Request(job, sampling, seed)
+        try:
+            self.queue.put_nowait(request)
+        except queue.Full:
+            raise Overloaded(f"{self.queue.maxsize} requests are waiting for this model") from None
+        return request.future
+
+    def depth(self) -> int:
+        return self.queue.qsize() + (self._held is not None)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=5)
+
+    def _next(self, timeout: float | None) -> Request | None:
+        if self._held is not None:
+            held, self._held = self._held, None
+            return held
+        try:
+            return self.queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def _collect(self) -> list[Request]:
+        """The first waiting request, and whichever requests can join it (same sampling settings, no seed)
+        within max_wait, up to max_batch posts."""
+        first = self._next(timeout=0.2)
+        if first is None:
+            return []
+        batch, posts = [first], first.job.n
+        if first.seed is not None:
+            return batch
+        deadline = first.enqueued + self.max_wait
+        while posts < self.max_batch:
+            candidate = self._next(timeout=max(0.0, deadline - time.perf_counter()))
+            if candidate is None:
+                break
+            if candidate.seed is not None or candidate.sampling != first.sampling or posts + candidate.job.n > self.max_batch:
+                self._held = candidate  # starts the next batch
+                break
+            batch.append(candidate)
+            posts += candidate.job.n
+        return batch
+
+    def _run(self) -> None:
+        import random
+
+        while not self._stopped.is_set():
+            batch = [r for r in self._collect() if r.future.set_running_or_notify_cancel()]
+            if not batch:
+                continue
+            seed = batch[0].seed if batch[0].seed is not None else random.getrandbits(31)
+            started = time.perf_counter()
+            try:
+                results = sample_jobs(self.model, self.tokenizer, [r.job for r in batch], batch[0].sampling, seed, self.max_new_tokens)
+            except Exception as exc:  # noqa: BLE001 - every waiting request gets the failure
+                for r in batch:
+                    r.future.set_exception(exc)
+                continue
+            seconds = time.perf_counter() - started
+            posts = sum(r.job.n for r in batch)
+            tokens = sum(len(self.tokenizer(s.text)["input_ids"]) for samples in results for s in samples)
+            self.stats = BatchStats(self.stats.batches + 1, self.stats.posts + posts, posts, tokens / seconds if seconds else 0.0)
+            if self.observe:
+                self.observe(posts, seconds, tokens)
+            for r, samples in zip(batch, results):
+                r.future.set_result(samples)
+
+    def draw(self, job: Job, sampling: Sampling, seed: int | None, timeout: float = 120.0) -> list[Sample]:
+        """Submit and wait (for callers on a worker thread)."""
+        return self.submit(job, sampling, seed).result(timeout=timeout)

@@ -1,0 +1,114 @@
+"""The HTTP API on a tiny model: generation, validation errors, feedback, admin auth, experiments through
+the API, readiness with a model that fails to load, metrics, and batching of concurrent requests."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from conftest import quick
+from tweetforge.registry import register
+from tweetforge.serve.api import create_app
+from tweetforge.serve.service import Service, ServiceSettings
+from tweetforge.store.schema import feedback, generations
+from tweetforge.train import train
+
+TOKEN = "s3cret-admin"
+
+
+@pytest.fixture(scope="module")
+def served(tiny_gpt2, store):
+    home, engine, trump, _ = store
+    versions = [register(engine, home / "models", train(quick(tiny_gpt2, max_steps=2, name="tiny-serve"), trump, home), trump)
+                for _ in range(2)]
+    service = Service(engine, ServiceSettings(models=["tiny-serve:1", "tiny-serve:2", "no-such-model"], max_batch=16, max_wait_ms=50))
+    service.load()
+    client = TestClient(create_app(service, admin_token=TOKEN, rate_limit_per_minute=1000))
+    yield client, service, engine, versions
+    for loaded in service.loaded():
+        loaded.batcher.stop()
+
+
+def test_generate_returns_marked_posts_and_logs_them(served):
+    client, _, engine, _ = served
+    response = client.post("/v1/generate", json={"model": "tiny-serve:2", "prompt": "The", "n": 3, "seed": 5})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model"] == "tiny-serve" and body["version"] == 2 and body["user_id"].startswith("anon-")
+    assert len(body["posts"]) + body["dropped"] == 3
+    assert all(p["generated"] is True and p["text"].startswith("The") and len(p["text"]) <= 280 for p in body["posts"])
+    again = client.post("/v1/generate", json={"model": "tiny-serve:2", "prompt": "The", "n": 3, "seed": 5}).json()
+    assert [p["text"] for p in again["posts"]] == [p["text"] for p in body["posts"]]  # a seed runs in its own batch
+    with engine.connect() as conn:
+        logged = conn.execute(select(generations.c.posts).where(generations.c.id == body["generation_id"])).scalar()
+    assert [p["text"] for p in logged] == [p["text"] for p in body["posts"]]
+
+
+def test_validation_and_unknown_model_errors_are_structured(served):
+    client, *_ = served
+    response = client.post("/v1/generate", json={"model": "tiny-serve", "n": 11, "prompt": "x" * 281})
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "validation_error" and {f["field"] for f in error["fields"]} == {"n", "prompt"}
+    missing = client.post("/v1/generate", json={"model": "nobody"})
+    assert missing.status_code == 404 and "no model named 'nobody'" in missing.json()["error"]["message"]
+    assert client.post("/v1/feedback", json={"generation_id": "nope", "event": "like"}).status_code == 404
+
+
+def test_feedback_is_committed_before_it_is_acknowledged(served):
+    client, _, engine, _ = served
+    generation = client.post("/v1/generate", json={"model": "tiny-serve", "n": 1}).json()["generation_id"]
+    ack = client.post("/v1/feedback", json={"generation_id": generation, "event": "like", "user_id": "u1"})
+    assert ack.status_code == 200 and ack.json()["committed"] is True
+    with engine.connect() as conn:
+        row = conn.execute(select(feedback).where(feedback.c.id == ack.json()["id"])).one()
+    assert (row.generation_id, row.event, row.user_id) == (generation, "like", "u1")
+
+
+def test_admin_needs_the_token_and_experiments_work_through_the_api(served):
+    client, service, _, versions = served
+    spec = {"name": "api-exp", "variants": ["a=tiny-serve:1:50", "b=tiny-serve:2:50"], "metric": "like", "min_sample": 10}
+    assert client.post("/v1/experiments", json=spec).status_code == 401
+    assert client.post("/v1/experiments", json=spec, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    closed = TestClient(create_app(service, admin_token=None)).post("/v1/experiments", json=spec)
+    assert closed.status_code == 403 and "TWEETFORGE_ADMIN_TOKEN" in closed.json()["error"]["message"]
+    created = client.post("/v1/experiments", json=spec, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert created.status_code == 201, created.text
+
+    seen = {}
+    for user in ("alice", "bob", "carol", "dave", "erin", "frank"):
+        first = client.post("/v1/generate", json={"model": "api-exp", "user_id": user}).json()
+        second = client.post("/v1/generate", json={"model": "api-exp", "user_id": user}).json()
+        assert first["experiment"] == "api-exp" and first["variant"] == second["variant"]  # sticky
+        seen[user] = first["variant"]
+    assert set(seen.values()) == {"a", "b"}
+    status = client.get("/v1/experiments/api-exp").json()
+    assert sum(v["exposures"] for v in status["variants"]) == 12 and status["state"] == "collecting"
+    stopped = client.post("/v1/experiments/api-exp/stop", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert stopped.status_code == 200 and stopped.json()["status"] == "stopped"
+
+
+def test_readiness_names_the_model_that_failed_and_the_rest_serve(served):
+    client, *_ = served
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    body = ready.json()
+    assert body["loaded"] == ["tiny-serve:1", "tiny-serve:2"] and "no model named 'no-such-model'" in body["failed"]["no-such-model"]
+    assert client.get("/healthz").json() == {"status": "ok"}
+    models = {m["ref"]: m for m in client.get("/v1/models").json()}
+    assert models["tiny-serve:1"]["loaded"] and models["tiny-serve:1"]["authors"] == ["realDonaldTrump"]
+
+
+def test_concurrent_requests_share_batches_and_metrics_show_it(served):
+    client, service, _, _ = served
+    batcher = next(m for m in service.loaded() if m.version.ref == "tiny-serve:1").batcher
+    before = batcher.stats.batches
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda _: client.post("/v1/generate", json={"model": "tiny-serve:1", "n": 2}).status_code, range(16)))
+    assert codes == [200] * 16
+    assert batcher.stats.batches - before < 16  # at least some requests rode in the same generate() call
+    text = client.get("/metrics").text
+    assert 'tweetforge_requests_total{path="/v1/generate",status="200"}' in text and "tweetforge_batch_posts_bucket" in text
