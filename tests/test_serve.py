@@ -112,3 +112,31 @@ def test_concurrent_requests_share_batches_and_metrics_show_it(served):
     assert batcher.stats.batches - before < 16  # at least some requests rode in the same generate() call
     text = client.get("/metrics").text
     assert 'tweetforge_requests_total{path="/v1/generate",status="200"}' in text and "tweetforge_batch_posts_bucket" in text
+
+
+def parse_sse(text: str) -> list[tuple[str, dict]]:
+    import json
+
+    events = []
+    for block in text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines())
+        events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+def test_streaming_sends_tokens_then_the_posts_and_their_generation_id(served):
+    client, _, engine, _ = served
+    with client.stream("POST", "/v1/generate/stream", json={"model": "tiny-serve:1", "prompt": "The", "n": 2, "seed": 3}) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        events = parse_sse("".join(response.iter_text()))
+    names = [e for e, _ in events]
+    assert names[0] == "start" and names[-1] == "done" and names.count("post") + events[-1][1]["dropped"] == 2
+    done = events[-1][1]
+    for post in (p for e, p in events if e == "post"):
+        streamed = "".join(d["text"] for e, d in events if e == "token" and d["post"] == post["post"])
+        assert post["generated"] is True and post["text"] and streamed.strip().startswith(post["text"])
+    with engine.connect() as conn:
+        logged = conn.execute(select(generations.c.posts).where(generations.c.id == done["generation_id"])).scalar()
+    assert [p["text"] for p in logged] == [p["text"] for p in done["posts"]]
+    missing = client.post("/v1/generate/stream", json={"model": "nobody"})
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "unknown_model"

@@ -151,10 +151,12 @@ def sample(model: Any, tokenizer: Any, prefix: list[int], prompt: str, n: int, s
     return samples
 
 
-def sample_jobs(model: Any, tokenizer: Any, jobs: list[Job], sampling: Sampling, seed: int, max_new_tokens: int) -> list[list[Sample]]:
+def sample_jobs(model: Any, tokenizer: Any, jobs: list[Job], sampling: Sampling, seed: int, max_new_tokens: int,
+                streamer: Any = None) -> list[list[Sample]]:
     """Several prompts' samples from one generate() call: prompts of different lengths are padded on the
     left, where a transformer's attention mask hides the padding. A recurrent model reads every token,
-    so prompts that differ in length run as separate calls."""
+    so prompts that differ in length run as separate calls. A streamer (one sample only) receives the
+    tokens as they are made."""
     import torch
 
     encoded = [list(job.prefix) + (tokenizer(job.prompt, add_special_tokens=False)["input_ids"] if job.prompt else []) for job in jobs]
@@ -192,8 +194,9 @@ def sample_jobs(model: Any, tokenizer: Any, jobs: list[Job], sampling: Sampling,
             max_new_tokens=max_new_tokens,
             eos_token_id=stop,
             pad_token_id=pad,
+            streamer=streamer,
         )
-    results = [[] for _ in jobs]
+    results: list[list[Sample]] = [[] for _ in jobs]
     owners = [i for i, job in enumerate(jobs) for _ in range(job.n)]
     for owner, row in zip(owners, output):
         new = row[width:].tolist()

@@ -5,13 +5,16 @@ the service layer (service.py)."""
 from __future__ import annotations
 
 import hmac
+import itertools
+import json
 import threading
 import time
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from tweetforge.experiments import json_safe
@@ -157,6 +160,10 @@ class RateLimiter:
 # ---------------------------------------------------------------- the app
 
 
+def _sampling(body: GenerateRequest) -> Sampling:
+    return Sampling(temperature=body.temperature, top_p=body.top_p, max_chars=body.max_chars)
+
+
 def error_response(status: int, code: str, message: str, fields: list[dict[str, str]] | None = None,
                    retry_after: int | None = None) -> JSONResponse:
     headers = {"Retry-After": str(retry_after)} if retry_after else None
@@ -213,17 +220,31 @@ def create_app(service: Service, admin_token: str | None = None, cors_origins: l
     def generate(body: GenerateRequest, request: Request) -> GenerateResponse:
         """Posts from a model (or an experiment's variant for this user), through the copy filter."""
         limiter.check(body.user_id or (request.client.host if request.client else "unknown"))
-        try:
-            sampling = Sampling(temperature=body.temperature, top_p=body.top_p, max_chars=body.max_chars)
-        except Exception as exc:  # noqa: BLE001 - GenerationError: already bounded by the model, kept as a 422
-            raise ServiceError(422, "bad_request", str(exc)) from None
-        served = service.generate(body.model, body.prompt, body.n, body.author, sampling, body.seed, body.user_id)
+        served = service.generate(body.model, body.prompt, body.n, body.author, _sampling(body), body.seed, body.user_id)
         return GenerateResponse(
             generation_id=served.generation_id, model=served.version.name, version=served.version.version, experiment=served.experiment,
             variant=served.variant, user_id=served.user_id, author=served.author,
             posts=[Post(text=s.text, ended=s.ended, filtered_copies=s.filtered_copies) for s in served.posts],
             filtered_copies=served.filtered_copies, dropped=served.dropped,
         )
+
+    @app.post("/v1/generate/stream", responses={200: {"content": {"text/event-stream": {}}}, **ERRORS}, tags=["generation"])
+    def generate_stream(body: GenerateRequest, request: Request) -> StreamingResponse:
+        """The same as /v1/generate as Server-Sent Events: `start`, then per post `token` deltas (`discard` if
+        the finished post copied a training post and is drawn again, `post` when kept), then `done` with the
+        generation id. An error after the stream started arrives as an `error` event."""
+        limiter.check(body.user_id or (request.client.host if request.client else "unknown"))
+        events = service.stream(body.model, body.prompt, body.n, body.author, _sampling(body), body.seed, body.user_id)
+        first = next(events)  # routing errors become a JSON error response, not a broken stream
+
+        def encoded() -> Iterator[str]:
+            try:
+                for event, data in itertools.chain([first], events):
+                    yield f"event: {event}\ndata: {json.dumps(data)}\n\n"
+            except ServiceError as exc:
+                yield f"event: error\ndata: {json.dumps({'code': exc.code, 'message': exc.message})}\n\n"
+
+        return StreamingResponse(encoded(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
     @app.post("/v1/feedback", response_model=FeedbackResponse, responses=ERRORS, tags=["feedback"])
     def give_feedback(body: FeedbackRequest) -> FeedbackResponse:

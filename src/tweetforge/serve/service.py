@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,17 +176,80 @@ class Service:
 
     def generate(self, model: str, prompt: str = "", n: int = 1, author: str | None = None, sampling: Sampling | None = None,
                  seed: int | None = None, user_id: str | None = None) -> Served:
-        from tweetforge.experiments import log_generation, new_user_id
+        from tweetforge.experiments import new_user_id
 
         user_id = user_id or new_user_id()
         version, experiment, variant = self.route(model, user_id)
         sampling = sampling or Sampling()
         samples, filtered, dropped, author = self.draw(self._model(version), prompt, n, author, sampling, seed)
+        return self._log(version, experiment, variant, user_id, author, prompt, n, sampling, seed, samples, filtered, dropped)
+
+    def _log(self, version: ModelVersion, experiment: str | None, variant: str | None, user_id: str, author: str | None, prompt: str,
+             n: int, sampling: Sampling, seed: int | None, samples: list[Sample], filtered: int, dropped: int) -> Served:
+        from tweetforge.experiments import log_generation
+
         posts = [{"text": s.text, "ended": s.ended, "filtered_copies": s.filtered_copies, "generated": True} for s in samples]
         params = {"n": n, "author": author, "temperature": sampling.temperature, "top_p": sampling.top_p,
                   "max_chars": sampling.max_chars, "seed": seed}
         generation_id = log_generation(self.engine, version.name, version.version, prompt, params, posts, user_id, experiment, variant)
         return Served(generation_id, version, experiment, variant, user_id, author, samples, filtered, dropped)
+
+    def stream(self, model: str, prompt: str = "", n: int = 1, author: str | None = None, sampling: Sampling | None = None,
+               seed: int | None = None, user_id: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(event, data) pairs: `start`; per post `token` deltas as they are made, `discard` when the finished
+        post copies a training post (it is re-drawn), `post` when it is kept; then `done` with the generation id.
+        Posts are made one after another, outside the batcher, so that each token can be sent at once."""
+        from threading import Thread
+
+        from transformers import TextIteratorStreamer
+
+        from tweetforge.experiments import new_user_id
+        from tweetforge.generate import MAX_REDRAWS, REDRAW_SEED_STEP, GenerationError, sample_jobs
+
+        user_id = user_id or new_user_id()
+        version, experiment, variant = self.route(model, user_id)
+        sampling = sampling or Sampling()
+        loaded = self._model(version)
+        try:
+            prefix, author = post_prefix(loaded.tokenizer, loaded.info, author)
+        except GenerationError as exc:
+            raise ServiceError(422, "bad_author", str(exc)) from None
+        max_new_tokens = loaded.info.get("generation", {}).get("max_new_tokens", 96)
+        yield "start", {"model": version.name, "version": version.version, "experiment": experiment, "variant": variant, "user_id": user_id}
+        base_seed = seed if seed is not None else random.getrandbits(31)
+        kept: list[Sample] = []
+        filtered = dropped = 0
+        for i in range(n):
+            for attempt in range(MAX_REDRAWS + 1):
+                streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True)
+                result: list[list[Sample]] = []
+                job = Job(tuple(prefix), prompt, 1)
+                worker = Thread(target=lambda: result.extend(sample_jobs(
+                    loaded.model, loaded.tokenizer, [job], sampling, base_seed + i + attempt * REDRAW_SEED_STEP, max_new_tokens, streamer)))
+                worker.start()
+                if attempt == 0 and prompt:
+                    yield "token", {"post": i, "text": prompt}
+                for delta in streamer:
+                    if delta:
+                        yield "token", {"post": i, "text": delta}
+                worker.join()
+                if not result:
+                    raise ServiceError(500, "generation_failed", f"{version.ref} failed to generate")
+                sample = result[0][0]
+                if self.settings.copy_filter and loaded.copy_index.copies(sample.text):
+                    filtered += 1
+                    yield "discard", {"post": i, "reason": "copies a training post; drawing again"}
+                    continue
+                sample.filtered_copies = attempt
+                kept.append(sample)
+                yield "post", {"post": i, "text": sample.text, "ended": sample.ended, "filtered_copies": attempt, "generated": True}
+                break
+            else:
+                dropped += 1
+        served = self._log(version, experiment, variant, user_id, author, prompt, n, sampling, seed, kept, filtered, dropped)
+        yield "done", {"generation_id": served.generation_id, "model": version.name, "version": version.version, "experiment": experiment,
+                       "variant": variant, "user_id": user_id, "filtered_copies": filtered, "dropped": dropped,
+                       "posts": [{"text": s.text, "generated": True, "ended": s.ended, "filtered_copies": s.filtered_copies} for s in kept]}
 
     def feedback(self, generation_id: str, event: str, winner_id: str | None = None, user_id: str | None = None) -> int:
         """Returns the event's id once it is committed; then a running experiment's decision is applied."""
