@@ -140,3 +140,21 @@ def test_streaming_sends_tokens_then_the_posts_and_their_generation_id(served):
     assert [p["text"] for p in logged] == [p["text"] for p in done["posts"]]
     missing = client.post("/v1/generate/stream", json={"model": "nobody"})
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "unknown_model"
+
+
+def test_graphql_queries_and_mutations_use_the_same_service(served):
+    client, _, engine, _ = served
+    mutation = 'mutation { generate(model: "tiny-serve:1", prompt: "Hi", n: 2, seed: 1) { generationId model version posts { text generated } } }'
+    response = client.post("/graphql", json={"query": mutation})
+    assert response.status_code == 200 and "errors" not in response.json(), response.text
+    generated = response.json()["data"]["generate"]
+    assert generated["model"] == "tiny-serve" and all(p["generated"] and p["text"].startswith("Hi") for p in generated["posts"])
+    ack = client.post("/graphql", json={"query": 'mutation($id: String!) { feedback(generationId: $id, event: "share") { id committed } }',
+                                        "variables": {"id": generated["generationId"]}}).json()
+    assert ack["data"]["feedback"]["committed"] is True
+    with engine.connect() as conn:
+        assert conn.execute(select(feedback.c.event).where(feedback.c.id == ack["data"]["feedback"]["id"])).scalar() == "share"
+    bad = client.post("/graphql", json={"query": 'mutation { generate(model: "tiny-serve", n: 50) { generationId } }'}).json()
+    assert "n: Input should be less than or equal to 10" in bad["errors"][0]["message"]
+    models = client.post("/graphql", json={"query": "{ models { ref loaded } }"}).json()["data"]["models"]
+    assert {"ref": "tiny-serve:1", "loaded": True} in models

@@ -308,6 +308,10 @@ def create_app(service: Service, admin_token: str | None = None, cors_origins: l
         service.load()
         return {"loaded": sorted(m.version.ref for m in service.loaded()), "failed": service.failures}
 
+    from tweetforge.serve.graphql import graphql_router
+
+    app.include_router(graphql_router(), prefix="/graphql", tags=["graphql"])
+
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:
         return {"status": "ok"}

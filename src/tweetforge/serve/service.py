@@ -227,7 +227,7 @@ class Service:
                 worker = Thread(target=lambda: result.extend(sample_jobs(
                     loaded.model, loaded.tokenizer, [job], sampling, base_seed + i + attempt * REDRAW_SEED_STEP, max_new_tokens, streamer)))
                 worker.start()
-                if attempt == 0 and prompt:
+                if prompt:
                     yield "token", {"post": i, "text": prompt}
                 for delta in streamer:
                     if delta:
