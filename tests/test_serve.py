@@ -158,3 +158,89 @@ def test_graphql_queries_and_mutations_use_the_same_service(served):
     assert "n: Input should be less than or equal to 10" in bad["errors"][0]["message"]
     models = client.post("/graphql", json={"query": "{ models { ref loaded } }"}).json()["data"]["models"]
     assert {"ref": "tiny-serve:1", "loaded": True} in models
+
+
+def test_arena_shows_two_anonymous_posts_and_counts_the_vote(served):
+    client, *_ = served
+    spec = {"name": "api-arena", "variants": ["a=tiny-serve:1:1", "b=tiny-serve:2:1"], "metric": "arena", "min_sample": 5}
+    assert client.post("/v1/experiments", json=spec, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 201
+    shown = client.post("/v1/arena", json={"experiment": "api-arena", "user_id": "voter"}).json()
+    assert len(shown["options"]) == 2 and "variant" not in str(shown)  # nothing tells the voter who wrote what
+    left, right = (o["generation_id"] for o in shown["options"])
+    vote = client.post("/v1/feedback", json={"generation_id": left, "event": "choice", "winner_id": right, "user_id": "voter"})
+    assert vote.status_code == 200
+    status = client.get("/v1/experiments/api-arena").json()
+    assert sum(v["conversions"] for v in status["variants"]) == 1 and all(v["exposures"] == 1 for v in status["variants"])
+    assert client.post("/v1/arena", json={"experiment": "nope"}).status_code == 404
+
+
+def test_a_corrupt_model_file_is_reported_and_the_others_serve(served, tiny_gpt2, store):
+    home, engine, trump, _ = store
+    broken = register(engine, home / "models", train(quick(tiny_gpt2, max_steps=2, name="tiny-broken"), trump, home), trump)
+    weights = broken.path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    service = Service(engine, ServiceSettings(models=[broken.ref, "tiny-serve:1"]))
+    service.load()
+    client = TestClient(create_app(service))
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and list(ready.json()["failed"]) == [broken.ref] and ready.json()["loaded"] == ["tiny-serve:1"]
+    assert client.post("/v1/generate", json={"model": "tiny-serve:1"}).status_code == 200
+    for loaded in service.loaded():
+        loaded.batcher.stop()
+
+
+def test_every_acknowledged_feedback_survives_kill_9(served, store, tmp_path):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    import httpx
+
+    from tweetforge.experiments import log_generation
+
+    home, engine, _, _ = store
+    generation = log_generation(engine, "tiny-serve", 1, "", {}, [])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "TWEETFORGE_HOME": str(home)}
+    env.pop("TWEETFORGE_DATABASE_URL", None)
+    server = subprocess.Popen([sys.executable, "-m", "tweetforge", "serve", "--port", str(port), "--model", "tiny-serve:1"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    acknowledged: list[int] = []
+
+    def send() -> None:
+        with httpx.Client(timeout=5) as http:
+            while True:
+                try:
+                    response = http.post(f"{url}/v1/feedback", json={"generation_id": generation, "event": "like"})
+                except httpx.TransportError:
+                    return  # the server is gone
+                if response.status_code == 200:
+                    acknowledged.append(response.json()["id"])
+
+    senders = [threading.Thread(target=send) for _ in range(4)]
+    for t in senders:
+        t.start()
+    deadline = time.monotonic() + 120
+    while len(acknowledged) < 200 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    server.send_signal(signal.SIGKILL)
+    server.wait()
+    for t in senders:
+        t.join()
+    with engine.connect() as conn:
+        stored = set(conn.execute(select(feedback.c.id).where(feedback.c.generation_id == generation)).scalars())
+    assert len(acknowledged) >= 200, server.stderr.read().decode()[-2000:]
+    assert set(acknowledged) <= stored

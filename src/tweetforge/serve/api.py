@@ -60,6 +60,27 @@ class GenerateResponse(BaseModel):
     dropped: int = Field(description="Posts still copying after the last re-draw, not returned.")
 
 
+class ArenaRequest(BaseModel):
+    experiment: str = Field(min_length=1, max_length=100, description="A running experiment.")
+    prompt: str = Field("", max_length=MAX_POST_CHARS)
+    author: str | None = Field(None, max_length=100)
+    temperature: float = Field(1.0, gt=0, le=5)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_chars: int = Field(MAX_POST_CHARS, ge=1, le=MAX_POST_CHARS)
+    user_id: str | None = Field(None, min_length=1, max_length=100)
+
+
+class ArenaOption(BaseModel):
+    generation_id: str
+    posts: list[Post]
+
+
+class ArenaResponse(BaseModel):
+    pair_id: str
+    user_id: str
+    options: list[ArenaOption] = Field(description="Two anonymous options; vote with feedback event 'choice' and winner_id.")
+
+
 class FeedbackRequest(BaseModel):
     generation_id: str = Field(min_length=1, max_length=36)
     event: Literal["like", "dislike", "copy", "share", "choice"]
@@ -245,6 +266,16 @@ def create_app(service: Service, admin_token: str | None = None, cors_origins: l
                 yield f"event: error\ndata: {json.dumps({'code': exc.code, 'message': exc.message})}\n\n"
 
         return StreamingResponse(encoded(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+    @app.post("/v1/arena", response_model=ArenaResponse, responses=ERRORS, tags=["generation"])
+    def arena(body: ArenaRequest, request: Request) -> ArenaResponse:
+        """Two posts from two variants of a running experiment, unlabelled and in a random order."""
+        limiter.check(body.user_id or (request.client.host if request.client else "unknown"))
+        sampling = Sampling(temperature=body.temperature, top_p=body.top_p, max_chars=body.max_chars)
+        pair_id, user_id, shown = service.arena(body.experiment, body.prompt, body.author, sampling, body.user_id)
+        return ArenaResponse(pair_id=pair_id, user_id=user_id, options=[
+            ArenaOption(generation_id=s.generation_id, posts=[Post(text=p.text, ended=p.ended, filtered_copies=p.filtered_copies) for p in s.posts])
+            for s in shown])
 
     @app.post("/v1/feedback", response_model=FeedbackResponse, responses=ERRORS, tags=["feedback"])
     def give_feedback(body: FeedbackRequest) -> FeedbackResponse:

@@ -185,13 +185,15 @@ class Service:
         return self._log(version, experiment, variant, user_id, author, prompt, n, sampling, seed, samples, filtered, dropped)
 
     def _log(self, version: ModelVersion, experiment: str | None, variant: str | None, user_id: str, author: str | None, prompt: str,
-             n: int, sampling: Sampling, seed: int | None, samples: list[Sample], filtered: int, dropped: int) -> Served:
+             n: int, sampling: Sampling, seed: int | None, samples: list[Sample], filtered: int, dropped: int,
+             pair_id: str | None = None) -> Served:
         from tweetforge.experiments import log_generation
 
         posts = [{"text": s.text, "ended": s.ended, "filtered_copies": s.filtered_copies, "generated": True} for s in samples]
         params = {"n": n, "author": author, "temperature": sampling.temperature, "top_p": sampling.top_p,
                   "max_chars": sampling.max_chars, "seed": seed}
-        generation_id = log_generation(self.engine, version.name, version.version, prompt, params, posts, user_id, experiment, variant)
+        generation_id = log_generation(self.engine, version.name, version.version, prompt, params, posts, user_id, experiment, variant,
+                                       pair_id)
         return Served(generation_id, version, experiment, variant, user_id, author, samples, filtered, dropped)
 
     def stream(self, model: str, prompt: str = "", n: int = 1, author: str | None = None, sampling: Sampling | None = None,
@@ -250,6 +252,31 @@ class Service:
         yield "done", {"generation_id": served.generation_id, "model": version.name, "version": version.version, "experiment": experiment,
                        "variant": variant, "user_id": user_id, "filtered_copies": filtered, "dropped": dropped,
                        "posts": [{"text": s.text, "generated": True, "ended": s.ended, "filtered_copies": s.filtered_copies} for s in kept]}
+
+    def arena(self, experiment_name: str, prompt: str = "", author: str | None = None, sampling: Sampling | None = None,
+              user_id: str | None = None) -> tuple[str, str, list[Served]]:
+        """(pair id, user id, two generations from two variants in a random order) for a pairwise vote."""
+        import uuid
+
+        from tweetforge.experiments import ExperimentError, arena_pair, get_experiment, new_user_id
+        from tweetforge.registry import resolve
+
+        user_id = user_id or new_user_id()
+        try:
+            experiment = get_experiment(self.engine, experiment_name)
+        except ExperimentError as exc:
+            raise ServiceError(404, "unknown_experiment", str(exc)) from None
+        if experiment.status != "running":
+            raise ServiceError(409, "experiment_not_running", f"experiment {experiment.name} is {experiment.status}")
+        pair_id = str(uuid.uuid4())
+        sampling = sampling or Sampling()
+        shown = []
+        for variant in arena_pair(experiment, user_id, pair_id):
+            version = resolve(self.engine, variant.model_ref)
+            samples, filtered, dropped, written_as = self.draw(self._model(version), prompt, 1, author, sampling, None)
+            shown.append(self._log(version, experiment.name, variant.name, user_id, written_as, prompt, 1, sampling, None,
+                                   samples, filtered, dropped, pair_id))
+        return pair_id, user_id, shown
 
     def feedback(self, generation_id: str, event: str, winner_id: str | None = None, user_id: str | None = None) -> int:
         """Returns the event's id once it is committed; then a running experiment's decision is applied."""
