@@ -244,3 +244,15 @@ def test_every_acknowledged_feedback_survives_kill_9(served, store, tmp_path):
         stored = set(conn.execute(select(feedback.c.id).where(feedback.c.generation_id == generation)).scalars())
     assert len(acknowledged) >= 200, server.stderr.read().decode()[-2000:]
     assert set(acknowledged) <= stored
+
+
+def test_stopping_a_batcher_serves_what_was_queued(served):
+    from tweetforge.generate import Job, Sampling
+    from tweetforge.serve.batching import Batcher
+
+    _, service, _, _ = served
+    loaded = service.loaded()[0]
+    batcher = Batcher(loaded.model, loaded.tokenizer, 16, max_batch=2, max_wait_ms=1)
+    futures = [batcher.submit(Job((loaded.tokenizer.eos_token_id,), "", 1), Sampling()) for _ in range(6)]
+    batcher.stop()
+    assert all(len(f.result(timeout=1)) == 1 for f in futures)

@@ -63,8 +63,9 @@ class Batcher:
         return self.queue.qsize() + (self._held is not None)
 
     def stop(self) -> None:
+        """Stop after serving what is already queued (a reload must not drop in-flight requests)."""
         self._stopped.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=300)
 
     def _next(self, timeout: float | None) -> Request | None:
         if self._held is not None:
@@ -99,7 +100,7 @@ class Batcher:
     def _run(self) -> None:
         import random
 
-        while not self._stopped.is_set():
+        while not (self._stopped.is_set() and self._held is None and self.queue.empty()):
             batch = [r for r in self._collect() if r.future.set_running_or_notify_cancel()]
             if not batch:
                 continue
