@@ -147,12 +147,7 @@ def _unit(*parts: str) -> float:
 def assign(experiment: Experiment, user_id: str) -> Variant:
     """The user's variant: a hash of (experiment, user) placed on the cumulative traffic weights, so a user
     always sees the same variant and traffic splits as the weights say."""
-    u = _unit(experiment.name, user_id) * sum(v.weight for v in experiment.variants)
-    for v in experiment.variants:
-        if u < v.weight:
-            return v
-        u -= v.weight
-    return experiment.variants[-1]
+    return _weighted(experiment.variants, _unit(experiment.name, user_id))
 
 
 def arena_pair(experiment: Experiment, user_id: str, request_id: str) -> tuple[Variant, Variant]:
