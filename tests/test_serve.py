@@ -6,6 +6,9 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -256,3 +259,21 @@ def test_stopping_a_batcher_serves_what_was_queued(served):
     futures = [batcher.submit(Job((loaded.tokenizer.eos_token_id,), "", 1), Sampling()) for _ in range(6)]
     batcher.stop()
     assert all(len(f.result(timeout=1)) == 1 for f in futures)
+
+
+def test_no_request_the_schema_allows_makes_a_server_error(served):
+    """schemathesis: at most 15 generated requests for each operation in /openapi.json; 0 server errors."""
+    from hypothesis import given
+
+    schema = schemathesis.openapi.from_asgi("/openapi.json", served[0].app)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = [op for op in operations if op.path != "/readyz"]  # answers 503 by design here: a model failed to load
+    assert len(operations) >= 10
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        def fuzz(case) -> None:
+            case.call_and_validate(checks=[not_a_server_error])
+
+        fuzz()
