@@ -277,3 +277,23 @@ def test_no_request_the_schema_allows_makes_a_server_error(served):
             case.call_and_validate(checks=[not_a_server_error])
 
         fuzz()
+
+
+def test_a_cancelled_request_leaves_the_queue_unsampled(served):
+    import threading
+
+    from tweetforge.generate import Job, Sampling
+    from tweetforge.serve.batching import Batcher, ClientGone
+
+    _, service, _, _ = served
+    loaded = service.loaded()[0]
+    batcher = Batcher(loaded.model, loaded.tokenizer, 16, max_batch=1, max_wait_ms=1)
+    batcher.stop()  # no worker: requests wait in the queue
+    job = Job((loaded.tokenizer.eos_token_id,), "", 1)
+    kept = batcher.submit(job, Sampling())
+    gone = threading.Event()
+    gone.set()
+    with pytest.raises(ClientGone):
+        batcher.draw(job, Sampling(), None, cancelled=gone)
+    batcher._run()  # a worker pass over the queue: samples the waiting request, skips the withdrawn one
+    assert len(kept.result(timeout=1)) == 1 and batcher.stats.posts == 1

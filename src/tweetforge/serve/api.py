@@ -4,6 +4,7 @@ the service layer (service.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import itertools
 import json
@@ -14,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -238,10 +240,18 @@ def create_app(service: Service, admin_token: str | None = None, cors_origins: l
             raise ServiceError(401, "unauthorized", "admin operations need the header Authorization: Bearer <TWEETFORGE_ADMIN_TOKEN>")
 
     @app.post("/v1/generate", response_model=GenerateResponse, responses=ERRORS, tags=["generation"])
-    def generate(body: GenerateRequest, request: Request) -> GenerateResponse:
-        """Posts from a model (or an experiment's variant for this user), through the copy filter."""
+    async def generate(body: GenerateRequest, request: Request) -> GenerateResponse:
+        """Posts from a model (or an experiment's variant for this user), through the copy filter. A client
+        that disconnects while its request waits for a batch takes the request out of the queue."""
         limiter.check(body.user_id or (request.client.host if request.client else "unknown"))
-        served = service.generate(body.model, body.prompt, body.n, body.author, _sampling(body), body.seed, body.user_id)
+        cancelled = threading.Event()
+        # anyio's thread pool (40 threads), as sync endpoints use; asyncio.to_thread's default pool has cpu+4
+        work = asyncio.ensure_future(run_in_threadpool(service.generate, body.model, body.prompt, body.n, body.author, _sampling(body),
+                                                       body.seed, body.user_id, cancelled))
+        while not (await asyncio.wait({work}, timeout=0.1))[0]:
+            if await request.is_disconnected():
+                cancelled.set()
+        served = work.result()
         return GenerateResponse(
             generation_id=served.generation_id, model=served.version.name, version=served.version.version, experiment=served.experiment,
             variant=served.variant, user_id=served.user_id, author=served.author,

@@ -10,6 +10,7 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,10 @@ from tweetforge.generate import Job, Sample, Sampling, sample_jobs
 
 class Overloaded(Exception):
     """The model's queue is full."""
+
+
+class ClientGone(Exception):
+    """The client that asked went away before its request was sampled; the request left the queue."""
 
 
 @dataclass
@@ -121,6 +126,13 @@ class Batcher:
             for r, samples in zip(batch, results):
                 r.future.set_result(samples)
 
-    def draw(self, job: Job, sampling: Sampling, seed: int | None, timeout: float = 120.0) -> list[Sample]:
-        """Submit and wait (for callers on a worker thread)."""
-        return self.submit(job, sampling, seed).result(timeout=timeout)
+    def draw(self, job: Job, sampling: Sampling, seed: int | None, cancelled: threading.Event | None = None) -> list[Sample]:
+        """Submit and wait (for callers on a worker thread). When `cancelled` is set while the request still
+        waits in the queue, it is withdrawn and never sampled."""
+        future = self.submit(job, sampling, seed)
+        while True:
+            try:
+                return future.result(timeout=0.05)
+            except FutureTimeout:
+                if cancelled is not None and cancelled.is_set() and future.cancel():
+                    raise ClientGone("the client disconnected before its batch started") from None

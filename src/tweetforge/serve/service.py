@@ -151,11 +151,11 @@ class Service:
 
     # ------------------------------------------------------------ generation
 
-    def draw(self, loaded: LoadedModel, prompt: str, n: int, author: str | None, sampling: Sampling, seed: int | None
-             ) -> tuple[list[Sample], int, int, str | None]:
+    def draw(self, loaded: LoadedModel, prompt: str, n: int, author: str | None, sampling: Sampling, seed: int | None,
+             cancelled: threading.Event | None = None) -> tuple[list[Sample], int, int, str | None]:
         """(posts, draws filtered as copies, posts dropped, author written as)."""
         from tweetforge.generate import GenerationError
-        from tweetforge.serve.batching import Overloaded
+        from tweetforge.serve.batching import ClientGone, Overloaded
 
         try:
             prefix, author = post_prefix(loaded.tokenizer, loaded.info, author)
@@ -164,7 +164,7 @@ class Service:
         base_seed = seed if seed is not None else random.getrandbits(31)
 
         def draw(count: int, draw_seed: int) -> list[Sample]:
-            return loaded.batcher.draw(Job(tuple(prefix), prompt, count), sampling, draw_seed if seed is not None else None)
+            return loaded.batcher.draw(Job(tuple(prefix), prompt, count), sampling, draw_seed if seed is not None else None, cancelled)
 
         try:
             samples, filtered, dropped = draw_without_copies(draw, n, base_seed, loaded.copy_index if self.settings.copy_filter else None)
@@ -172,16 +172,19 @@ class Service:
             raise ServiceError(503, "overloaded", f"{loaded.version.ref} is busy ({exc}); retry shortly", retry_after=1) from None
         except GenerationError as exc:
             raise ServiceError(422, "bad_request", str(exc)) from None
+        except ClientGone as exc:
+            raise ServiceError(499, "client_closed_request", str(exc)) from None
         return samples, filtered, dropped, author
 
     def generate(self, model: str, prompt: str = "", n: int = 1, author: str | None = None, sampling: Sampling | None = None,
-                 seed: int | None = None, user_id: str | None = None) -> Served:
+                 seed: int | None = None, user_id: str | None = None, cancelled: threading.Event | None = None) -> Served:
+        """`cancelled`, set when the client goes away, withdraws the request from its model's queue."""
         from tweetforge.experiments import new_user_id
 
         user_id = user_id or new_user_id()
         version, experiment, variant = self.route(model, user_id)
         sampling = sampling or Sampling()
-        samples, filtered, dropped, author = self.draw(self._model(version), prompt, n, author, sampling, seed)
+        samples, filtered, dropped, author = self.draw(self._model(version), prompt, n, author, sampling, seed, cancelled)
         return self._log(version, experiment, variant, user_id, author, prompt, n, sampling, seed, samples, filtered, dropped)
 
     def _log(self, version: ModelVersion, experiment: str | None, variant: str | None, user_id: str, author: str | None, prompt: str,
