@@ -297,3 +297,23 @@ def test_a_cancelled_request_leaves_the_queue_unsampled(served):
         batcher.draw(job, Sampling(), None, cancelled=gone)
     batcher._run()  # a worker pass over the queue: samples the waiting request, skips the withdrawn one
     assert len(kept.result(timeout=1)) == 1 and batcher.stats.posts == 1
+
+
+def test_feedback_through_the_api_auto_promotes_a_conclusive_winner(served, monkeypatch):
+    import tweetforge.serve.service as service_module
+    from tweetforge.experiments import create_experiment, get_experiment, log_generation
+    from tweetforge.registry import resolve
+
+    client, _, engine, versions = served
+    monkeypatch.setattr(service_module, "DECISION_INTERVAL_S", 0.0)
+    create_experiment(engine, "auto", [("a", versions[0].ref, 1), ("b", versions[1].ref, 1)], min_sample=100, auto_promote=True)
+    liked = []
+    for i in range(150):
+        for variant, version, rate_in_10 in (("a", versions[0], 1), ("b", versions[1], 5)):
+            generation = log_generation(engine, version.name, version.version, "", {}, [], experiment="auto", variant=variant)
+            if i % 10 < rate_in_10:
+                liked.append(generation)
+    for generation in liked:
+        assert client.post("/v1/feedback", json={"generation_id": generation, "event": "like"}).status_code == 200
+    assert get_experiment(engine, "auto").status == "decided" and get_experiment(engine, "auto").winner == "b"
+    assert resolve(engine, "tiny-serve:champion").version == versions[1].version

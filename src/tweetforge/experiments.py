@@ -257,8 +257,11 @@ class ExperimentStatus:
 
 
 def _looks(times: list[datetime], every: int) -> list[datetime]:
+    """After every `every` events, and now (so that feedback that came after the last exposure counts)."""
     ordered = sorted(times)
-    return [ordered[i - 1] for i in range(every, len(ordered) + 1, every)] + ([ordered[-1]] if ordered and len(ordered) % every else [])
+    if not ordered:
+        return []
+    return [ordered[i - 1] for i in range(every, len(ordered) + 1, every)] + [max(datetime.now(), ordered[-1])]
 
 
 def _cumulative(times: list[datetime], looks: list[datetime]) -> list[int]:
