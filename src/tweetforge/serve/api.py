@@ -138,7 +138,7 @@ class Metrics:
         self.requests = Counter("tweetforge_requests_total", "HTTP requests", ["path", "status"], registry=self.registry)
         self.latency = Histogram("tweetforge_request_seconds", "Request latency", ["path"], registry=self.registry,
                                  buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64))
-        self.batch_size = Histogram("tweetforge_batch_posts", "Posts per generate() call", registry=self.registry,
+        self.batch_size = Histogram("tweetforge_batch_posts", "Posts decoded together: per decoding step (per generate() call for recurrent models)", registry=self.registry,
                                     buckets=(1, 2, 4, 8, 16, 32, 64))
         self.tokens = Counter("tweetforge_generated_tokens_total", "Tokens generated", registry=self.registry)
         self.tokens_per_second = Gauge("tweetforge_tokens_per_second", "Tokens/s of the last batch", registry=self.registry)

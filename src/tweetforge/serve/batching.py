@@ -30,6 +30,8 @@ class Request:
     job: Job
     sampling: Sampling
     seed: int | None
+    cancelled: threading.Event | None = None
+    """Set when the client went away: a waiting request is skipped (a continuous batch also drops it mid-post)."""
     future: Future = field(default_factory=Future)
     enqueued: float = field(default_factory=time.perf_counter)
 
@@ -56,8 +58,8 @@ class Batcher:
         self._thread = threading.Thread(target=self._run, name="tweetforge-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, job: Job, sampling: Sampling, seed: int | None = None) -> Future:
-        request = Request(job, sampling, seed)
+    def submit(self, job: Job, sampling: Sampling, seed: int | None = None, cancelled: threading.Event | None = None) -> Future:
+        request = Request(job, sampling, seed, cancelled)
         try:
             self.queue.put_nowait(request)
         except queue.Full:
@@ -129,7 +131,7 @@ class Batcher:
     def draw(self, job: Job, sampling: Sampling, seed: int | None, cancelled: threading.Event | None = None) -> list[Sample]:
         """Submit and wait (for callers on a worker thread). When `cancelled` is set while the request still
         waits in the queue, it is withdrawn and never sampled."""
-        future = self.submit(job, sampling, seed)
+        future = self.submit(job, sampling, seed, cancelled)
         while True:
             try:
                 return future.result(timeout=0.05)

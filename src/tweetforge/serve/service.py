@@ -84,11 +84,13 @@ class Service:
         from tweetforge.generate import load_copy_index, load_model
         from tweetforge.registry import ensure_copy_index
         from tweetforge.serve.batching import Batcher
+        from tweetforge.serve.continuous import ContinuousBatcher
 
         model, tokenizer, info = load_model(str(version.path))
         ensure_copy_index(self.engine, version)
         index = load_copy_index(str(version.path))
-        batcher = Batcher(model, tokenizer, info.get("generation", {}).get("max_new_tokens", 96), self.settings.max_batch,
+        recurrent = getattr(model.config, "model_type", "") == "tweetforge-lstm"  # its state is not a key/value cache
+        batcher = (Batcher if recurrent else ContinuousBatcher)(model, tokenizer, info.get("generation", {}).get("max_new_tokens", 96), self.settings.max_batch,
                           self.settings.max_wait_ms, self.settings.queue_size, observe=self.observe_batch)
         return LoadedModel(version, model, tokenizer, info, index, batcher)
 
