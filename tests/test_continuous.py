@@ -114,3 +114,29 @@ def test_each_rows_nucleus_is_the_one_transformers_keeps(top_k, top_p):
     assert not (closed & needs_more).any()
     if top_k <= 512:  # a top-k beyond the candidates always takes the full sort: its mass is not known
         assert (closed == ~needs_more).all()  # closed exactly when the nucleus fits in the candidates
+
+
+def test_a_failing_step_fails_its_requests_and_the_batcher_goes_on(tiny):
+    model, tokenizer = tiny
+
+    class FailsOnce:
+        """The model, except that its second forward pass raises (as running out of memory would)."""
+
+        def __init__(self) -> None:
+            self.config, self.calls = model.config, 0
+
+        def __call__(self, **inputs):  # type: ignore[no-untyped-def]
+            self.calls += 1
+            if self.calls == 2:
+                raise RuntimeError("simulated failure in a decoding step")
+            return model(**inputs)
+
+    prefix = (tokenizer.eos_token_id,)
+    batcher = ContinuousBatcher(FailsOnce(), tokenizer, 30, max_batch=8)
+    try:
+        failed = batcher.submit(Job(prefix, "", 2), Sampling(temperature=5.0, top_p=1.0))
+        with pytest.raises(RuntimeError, match="simulated failure"):
+            failed.result(timeout=60)
+        assert len(batcher.submit(Job(prefix, "The", 2), Sampling()).result(timeout=60)) == 2
+    finally:
+        batcher.stop()

@@ -108,14 +108,19 @@ def test_readiness_names_the_model_that_failed_and_the_rest_serve(served):
 def test_concurrent_requests_share_batches_and_metrics_show_it(served):
     client, service, _, _ = served
     batcher = next(m for m in service.loaded() if m.version.ref == "tiny-serve:1").batcher
-    before = batcher.stats
+    def batch_metrics() -> dict[str, float]:
+        text = client.get("/metrics").text
+        return {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line.startswith("tweetforge_batch_posts_")}
+
+    before, measured_before = batcher.stats, batch_metrics()
     with ThreadPoolExecutor(8) as pool:
         codes = list(pool.map(lambda _: client.post("/v1/generate", json={"model": "tiny-serve:1", "n": 2}).status_code, range(16)))
     assert codes == [200] * 16
     steps, rows = batcher.stats.batches - before.batches, batcher.stats.posts - before.posts
     assert rows / steps > 2  # decoding steps carried posts of several requests at once
-    text = client.get("/metrics").text
-    assert 'tweetforge_requests_total{path="/v1/generate",status="200"}' in text and "tweetforge_batch_posts_bucket" in text
+    assert 'tweetforge_requests_total{path="/v1/generate",status="200"}' in client.get("/metrics").text
+    measured = {k: v - measured_before.get(k, 0.0) for k, v in batch_metrics().items()}
+    assert measured["tweetforge_batch_posts_count"] == steps and measured["tweetforge_batch_posts_sum"] == rows  # every step measured
 
 
 def parse_sse(text: str) -> list[tuple[str, dict]]:

@@ -135,3 +135,18 @@ def cleaning_stats(cleaned: pl.DataFrame) -> list[dict]:
             row[key] = row[key].isoformat() if row[key] is not None else None
         row["characters_kept"] = int(row["characters_kept"] or 0)
     return rows
+
+
+STATS_COLUMNS = [  # (cleaning_stats key, column label)
+    ("downloaded", "posts"),
+    ("retweets", "RT"),
+    ("replies", "replies"),
+    ("replies_dropped", "replies dropped"),
+    ("other_language", "other lang."),
+    ("short", "short"),
+    ("duplicates", "dupes"),
+    ("kept", "kept"),
+    ("characters_kept", "chars kept"),
+]
+OPTIONAL_STATS = {"replies_dropped", "other_language"}
+"""Shown only when a rule that fills them is on, so the table fits a terminal."""

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tweetforge.clean import CleaningRules
+from tweetforge.clean import OPTIONAL_STATS, STATS_COLUMNS, CleaningRules
 
 app = typer.Typer(
     help="Turn someone's posts into a small language model that writes like them.",
@@ -217,21 +217,6 @@ def imports(as_json: JsonOption = False) -> None:
             f"{r['skipped']:,}", f"{r['refused']:,}", f"{r['duration_s']:.1f}",
         )
     console.print(table)
-
-
-STATS_COLUMNS = [
-    ("downloaded", "posts"),
-    ("retweets", "RT"),
-    ("replies", "replies"),
-    ("replies_dropped", "replies dropped"),
-    ("other_language", "other lang."),
-    ("short", "short"),
-    ("duplicates", "dupes"),
-    ("kept", "kept"),
-    ("characters_kept", "chars kept"),
-]
-OPTIONAL_STATS = {"replies_dropped", "other_language"}
-"""Shown only when a rule that fills them is on, so the table fits a terminal."""
 
 
 def stats_table(rows: list[dict], title: str) -> Table:

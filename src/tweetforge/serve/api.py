@@ -198,11 +198,12 @@ ERRORS = {status: {"model": ErrorResponse} for status in (401, 403, 404, 422, 42
 
 
 def create_app(service: Service, admin_token: str | None = None, cors_origins: list[str] | None = None,
-               rate_limit_per_minute: int = 120) -> FastAPI:
+               rate_limit_per_minute: int = 120, ui: bool = False) -> FastAPI:
+    """The API under /v1 (OpenAPI at /docs), GraphQL at /graphql; with `ui`, the web UI at /."""
     app = FastAPI(title="tweetforge", version="1", description="Posts written by models trained on someone's posts. "
                   "Every generated post is marked `generated: true`.")
     metrics = Metrics(lambda: {m.version.ref: m.batcher.depth() for m in service.loaded()})
-    service.observe_batch = metrics.observe_batch
+    service.batch_observers.append(metrics.observe_batch)
     limiter = RateLimiter(rate_limit_per_minute)
     app.state.service, app.state.metrics = service, metrics
     if cors_origins:
@@ -370,4 +371,8 @@ def create_app(service: Service, admin_token: str | None = None, cors_origins: l
 
         return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    if ui:  # mounted last: at /, it takes every path the API does not answer
+        from tweetforge.ui.app import mount_ui
+
+        app = mount_ui(app, service, admin_token)
     return app

@@ -64,8 +64,10 @@ class ServiceSettings:
 
 
 class Service:
-    def __init__(self, engine: Engine, settings: ServiceSettings | None = None, observe_batch: Any = None):
-        self.engine, self.settings, self.observe_batch = engine, settings or ServiceSettings(), observe_batch
+    def __init__(self, engine: Engine, settings: ServiceSettings | None = None):
+        self.engine, self.settings = engine, settings or ServiceSettings()
+        self.batch_observers: list[Any] = []
+        """Called with (posts, seconds, tokens) after each batch or decoding step: an app's metrics add theirs."""
         self._pool: dict[str, LoadedModel] = {}
         self.failures: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -91,8 +93,12 @@ class Service:
         index = load_copy_index(str(version.path))
         recurrent = getattr(model.config, "model_type", "") == "tweetforge-lstm"  # its state is not a key/value cache
         batcher = (Batcher if recurrent else ContinuousBatcher)(model, tokenizer, info.get("generation", {}).get("max_new_tokens", 96), self.settings.max_batch,
-                          self.settings.max_wait_ms, self.settings.queue_size, observe=self.observe_batch)
+                          self.settings.max_wait_ms, self.settings.queue_size, observe=self._observe_batch)
         return LoadedModel(version, model, tokenizer, info, index, batcher)
+
+    def _observe_batch(self, posts: int, seconds: float, tokens: int) -> None:
+        for observe in self.batch_observers:
+            observe(posts, seconds, tokens)
 
     def load(self) -> None:
         """Load every wanted model into a new pool and swap it in at once: requests already holding a model
