@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check --quiet
 TORCH_VERSION := 2.13.0
 DEMO_HOME := .demo
+CHROMIUM := /usr/bin/chromium
 
 export HF_HUB_OFFLINE := 1
 export GRADIO_ANALYTICS_ENABLED := False
@@ -54,13 +55,20 @@ demo: $(VENV)/.installed-dev
 	$(TF) evaluate trump --samples 100; took; \
 	echo "Demo data home: $(DEMO_HOME) (plot: $(DEMO_HOME)/stats.png, model card: $(DEMO_HOME)/models/trump/1/README.md)"
 
-test: $(VENV)/.installed-dev
+test: $(VENV)/.installed-dev $(CHROMIUM)
 	$(PY) -m pytest -q
 
-benchmark: $(VENV)/.installed-dev
+# The browser tests drive Debian's chromium (never `playwright install`: no browser downloads).
+$(CHROMIUM):
+	@if [ "$$(id -u)" != 0 ]; then echo "The browser tests need Debian's chromium: sudo apt-get install chromium"; exit 1; fi
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+
+benchmark: $(VENV)/.installed-dev $(CHROMIUM)
 	$(PY) benchmarks/ingest.py
 	$(PY) benchmarks/train.py
 	$(PY) benchmarks/copy_filter.py
+	$(PY) benchmarks/serve.py
+	$(PY) benchmarks/ui_load.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache

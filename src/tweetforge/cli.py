@@ -970,12 +970,13 @@ def serve(
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port")] = 8000,
     model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Load this model at start (repeat); default: every name's champion.")] = None,
-    max_batch: Annotated[int, typer.Option("--max-batch", help="Posts per generate() call at most.")] = 16,
-    max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", help="How long a request waits for others to batch with.")] = 10.0,
+    max_batch: Annotated[int, typer.Option("--max-batch", help="Posts decoded together at most.")] = 16,
+    max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", help="LSTM: how long a request waits for others to batch with.")] = 10.0,
     queue_size: Annotated[int, typer.Option("--queue-size", help="Waiting requests per model before 503.")] = 64,
     allow_copies: Annotated[bool, typer.Option("--allow-copies", help="Turn off the copy filter.")] = False,
+    no_ui: Annotated[bool, typer.Option("--no-ui", help="Serve the API only, without the web UI at /.")] = False,
 ) -> None:
-    """Serve the models over HTTP: REST at /v1, OpenAPI docs at /docs, metrics at /metrics."""
+    """Serve the models over HTTP: the web UI at /, REST at /v1, OpenAPI docs at /docs, metrics at /metrics."""
     import uvicorn
 
     from tweetforge.config import get_settings
@@ -989,8 +990,11 @@ def serve(
     for ref, reason in service.failures.items():
         errors.print(f"[yellow]not loaded[/] {ref}: {reason}", highlight=False)
     loaded = ", ".join(m.version.ref for m in service.loaded()) or "none (train one: tweetforge train DATASET)"
-    errors.print(f"Serving {loaded} on http://{host}:{port} (OpenAPI: http://{host}:{port}/docs)", highlight=False)
-    app = create_app(service, settings.admin_token, settings.cors_origins, settings.rate_limit_per_minute)
+    app = create_app(service, settings.admin_token, settings.cors_origins, settings.rate_limit_per_minute, ui=not no_ui)
+    errors.print(f"Serving {loaded} on http://{host}:{port}", highlight=False)
+    if not no_ui:
+        errors.print(f"Web UI: http://{host}:{port}/", highlight=False)
+    errors.print(f"API: http://{host}:{port}/v1 (OpenAPI: http://{host}:{port}/docs)", highlight=False)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

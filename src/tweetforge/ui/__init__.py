@@ -1,0 +1,1 @@
+"""The web UI (Gradio, mounted into the FastAPI service)."""
