@@ -154,6 +154,7 @@ def test_generate_shows_n_marked_cards_and_a_like_becomes_feedback(live, page):
     server, engine = live
     open_ui(page, server.url)
     page.locator("#prompt textarea").fill(XSS_PROMPT)
+    expect(page.locator("#generate-button")).to_be_enabled(timeout=30_000)  # once the page has listed the models
     page.locator("#generate-button").click()
     expect(page.locator(".generated-badge")).to_have_count(3, timeout=60_000)  # the default n is 3
     cards = page.locator(".post-text textarea")

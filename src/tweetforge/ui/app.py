@@ -80,7 +80,7 @@ def build_ui(service: Service, admin_token: str | None = None, plots: Path | Non
                 count = gr.Slider(1, MAX_POSTS, value=3, step=1, label="Posts", elem_id="count")
                 temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature", elem_id="temperature")
                 top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.01, label="Top-p", elem_id="top-p")
-            generate = gr.Button("Generate", variant="primary", elem_id="generate-button")
+            generate = gr.Button("Generate", variant="primary", interactive=False, elem_id="generate-button")  # until the models are listed
             outcome = gr.Markdown(elem_id="generate-outcome")
             generation = gr.State(None)
             cards, heads, texts, likes, dislikes = [], [], [], [], []
@@ -98,7 +98,7 @@ def build_ui(service: Service, admin_token: str | None = None, plots: Path | Non
             no_experiment = gr.Markdown(visible=False, elem_id="no-experiment")
             experiment = gr.Dropdown(label="Experiment", choices=[], interactive=True, elem_id="arena-experiment")
             arena_prompt = gr.Textbox(label="Prompt (optional)", max_length=280, elem_id="arena-prompt")
-            show_pair = gr.Button("Show two posts", variant="primary", elem_id="arena-show")
+            show_pair = gr.Button("Show two posts", variant="primary", interactive=False, elem_id="arena-show")
             pair = gr.State(None)
             with gr.Row():
                 with gr.Column():
