@@ -53,7 +53,8 @@ demo: $(VENV)/.installed-dev
 	$(TF) generate trump --prompt "The fake news" -n 5 --seed 7; took; \
 	stage "6/6 how good is it: the test split, against a Markov chain and the untuned base model"; \
 	$(TF) evaluate trump --samples 100; took; \
-	echo "Demo data home: $(DEMO_HOME) (plot: $(DEMO_HOME)/stats.png, model card: $(DEMO_HOME)/models/trump/1/README.md)"
+	echo "Demo data home: $(DEMO_HOME) (plot: $(DEMO_HOME)/stats.png, model card: $(DEMO_HOME)/models/trump/1/README.md)"; \
+	echo "Web UI and API: TWEETFORGE_HOME=$(DEMO_HOME) $(VENV)/bin/tweetforge serve, then open http://127.0.0.1:8000/"
 
 test: $(VENV)/.installed-dev $(CHROMIUM)
 	$(PY) -m pytest -q

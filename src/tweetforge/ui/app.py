@@ -64,6 +64,19 @@ def build_ui(service: Service, admin_token: str | None = None, plots: Path | Non
             return []
         return list(loaded.info["params"]["authors"])
 
+    NO_RUNNING = dashboard.NO_EXPERIMENTS.replace("No experiment yet.", "No experiment is running.")
+
+    def page_state() -> dict[str, Any]:
+        """What the Generate and Arena tabs offer: built into the page (so it is usable as soon as it
+        renders) and refreshed by each page load (models reloaded or experiments started since)."""
+        choices = model_choices()
+        loaded = sorted(service.loaded(), key=lambda m: ("champion" not in m.version.aliases, m.version.name, -m.version.version))
+        first = loaded[0].version.ref if loaded else (choices[0][1] if choices else None)
+        running = dashboard.experiment_names(engine, running_only=True)
+        return {"choices": choices, "model": first, "authors": authors_of(first), "running": running}
+
+    initial = page_state()
+
     with gr.Blocks(title="tweetforge") as ui:
         user_id = gr.BrowserState(None, storage_key="tweetforge-user-id")
         gr.Markdown("# tweetforge\nPosts written by models trained on someone's posts. Everything shown here as "
@@ -71,16 +84,18 @@ def build_ui(service: Service, admin_token: str | None = None, plots: Path | Non
 
         # ---------------------------------------------------------------- generate
         with gr.Tab("Generate", id="generate"):
-            no_models = gr.Markdown(dashboard.NO_MODELS, visible=False, elem_id="no-models")
+            no_models = gr.Markdown(dashboard.NO_MODELS, visible=not initial["choices"], elem_id="no-models")
             with gr.Row():
-                model = gr.Dropdown(label="Model or experiment", choices=[], interactive=True, elem_id="model")
-                author = gr.Dropdown(label="Author", choices=[], visible=False, interactive=True, elem_id="author")
+                model = gr.Dropdown(label="Model or experiment", choices=initial["choices"], value=initial["model"], interactive=True,
+                                    elem_id="model")
+                author = gr.Dropdown(label="Author", choices=initial["authors"], value=(initial["authors"] or [None])[0],
+                                     visible=bool(initial["authors"]), interactive=True, elem_id="author")
             prompt = gr.Textbox(label="Prompt (optional: the start of the post)", max_length=280, elem_id="prompt")
             with gr.Row():
                 count = gr.Slider(1, MAX_POSTS, value=3, step=1, label="Posts", elem_id="count")
                 temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature", elem_id="temperature")
                 top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.01, label="Top-p", elem_id="top-p")
-            generate = gr.Button("Generate", variant="primary", interactive=False, elem_id="generate-button")  # until the models are listed
+            generate = gr.Button("Generate", variant="primary", interactive=bool(initial["choices"]), elem_id="generate-button")
             outcome = gr.Markdown(elem_id="generate-outcome")
             generation = gr.State(None)
             cards, heads, texts, likes, dislikes = [], [], [], [], []
@@ -95,10 +110,11 @@ def build_ui(service: Service, admin_token: str | None = None, plots: Path | Non
 
         # ---------------------------------------------------------------- arena
         with gr.Tab("Arena", id="arena") as arena_tab:
-            no_experiment = gr.Markdown(visible=False, elem_id="no-experiment")
-            experiment = gr.Dropdown(label="Experiment", choices=[], interactive=True, elem_id="arena-experiment")
+            no_experiment = gr.Markdown(NO_RUNNING, visible=not initial["running"], elem_id="no-experiment")
+            experiment = gr.Dropdown(label="Experiment", choices=initial["running"], value=(initial["running"] or [None])[0],
+                                     interactive=True, elem_id="arena-experiment")
             arena_prompt = gr.Textbox(label="Prompt (optional)", max_length=280, elem_id="arena-prompt")
-            show_pair = gr.Button("Show two posts", variant="primary", interactive=False, elem_id="arena-show")
+            show_pair = gr.Button("Show two posts", variant="primary", interactive=bool(initial["running"]), elem_id="arena-show")
             pair = gr.State(None)
             with gr.Row():
                 with gr.Column():
@@ -147,22 +163,21 @@ def build_ui(service: Service, admin_token: str | None = None, plots: Path | Non
 
         # ---------------------------------------------------------------- behaviour
 
-        def on_load(stored_user: str | None):
+        def on_load(stored_user: str | None, chosen: str | None):
             from tweetforge.experiments import new_user_id
 
-            choices = model_choices()
-            loaded = sorted(service.loaded(), key=lambda m: ("champion" not in m.version.aliases, m.version.name, -m.version.version))
-            first = loaded[0].version.ref if loaded else (choices[0][1] if choices else None)
-            authors = authors_of(first)
-            running = dashboard.experiment_names(engine, running_only=True)
-            return (stored_user or new_user_id(), gr.update(choices=choices, value=first),
+            state = page_state()
+            values = [value for _, value in state["choices"]]
+            keep = chosen if chosen in values else state["model"]  # what the visitor picked before this answer came
+            authors = authors_of(keep)
+            running = state["running"]
+            return (stored_user or new_user_id(), gr.update(choices=state["choices"], value=keep),
                     gr.update(choices=authors, value=authors[0] if authors else None, visible=bool(authors)),
-                    gr.update(visible=not choices), gr.update(interactive=bool(choices)),
+                    gr.update(visible=not values), gr.update(interactive=bool(values)),
                     gr.update(choices=running, value=running[0] if running else None),
-                    gr.update(value=dashboard.NO_EXPERIMENTS.replace("No experiment yet.", "No experiment is running."), visible=not running),
-                    gr.update(interactive=bool(running)))
+                    gr.update(value=NO_RUNNING, visible=not running), gr.update(interactive=bool(running)))
 
-        ui.load(on_load, inputs=user_id, outputs=[user_id, model, author, no_models, generate, experiment, no_experiment, show_pair])
+        ui.load(on_load, inputs=[user_id, model], outputs=[user_id, model, author, no_models, generate, experiment, no_experiment, show_pair])
 
         def on_model(chosen: str | None):
             authors = authors_of(chosen)
@@ -210,7 +225,7 @@ def build_ui(service: Service, admin_token: str | None = None, plots: Path | Non
         def on_show(name: str | None, text: str, user: str | None):
             off = (gr.update(interactive=False),) * 3
             if not name:
-                return None, "", "", *off, dashboard.NO_EXPERIMENTS.replace("No experiment yet.", "No experiment is running.")
+                return None, "", "", *off, NO_RUNNING
             try:
                 pair_id, user, shown = service.arena(name, text or "", None, None, user)
             except ServiceError as exc:
@@ -243,8 +258,7 @@ def build_ui(service: Service, admin_token: str | None = None, plots: Path | Non
         def on_arena_tab():
             running = dashboard.experiment_names(engine, running_only=True)
             return (gr.update(choices=running, value=running[0] if running else None),
-                    gr.update(value=dashboard.NO_EXPERIMENTS.replace("No experiment yet.", "No experiment is running."), visible=not running),
-                    gr.update(interactive=bool(running)))
+                    gr.update(value=NO_RUNNING, visible=not running), gr.update(interactive=bool(running)))
 
         arena_tab.select(on_arena_tab, outputs=[experiment, no_experiment, show_pair])
 
