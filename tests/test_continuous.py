@@ -140,3 +140,31 @@ def test_a_failing_step_fails_its_requests_and_the_batcher_goes_on(tiny):
         assert len(batcher.submit(Job(prefix, "The", 2), Sampling()).result(timeout=60)) == 2
     finally:
         batcher.stop()
+
+
+def test_a_streamed_post_arrives_token_by_token_while_sharing_the_batch(tiny):
+    from transformers import TextIteratorStreamer
+
+    model, tokenizer = tiny
+    prefix = (tokenizer.eos_token_id,)
+    batcher = ContinuousBatcher(model, tokenizer, 40, max_batch=8)
+    try:
+        others = [batcher.submit(Job(prefix, "", 2), Sampling()) for _ in range(3)]
+        class CountingStreamer(TextIteratorStreamer):
+            puts = 0
+
+            def put(self, value):  # type: ignore[no-untyped-def]
+                self.puts += 1
+                super().put(value)
+
+        streamer = CountingStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=60)
+        streamed = batcher.submit(Job(prefix, "The", 1), Sampling(top_k=1), streamer=streamer)
+        deltas = [delta for delta in streamer if delta]
+        post = streamed.result(timeout=60)[0]
+        assert all(len(f.result(timeout=60)) == 2 for f in others)
+    finally:
+        batcher.stop()
+    assert streamer.puts > 20  # the prompt, then each token as it was made (this greedy post runs to the 40-token limit)
+    assert ("The" + "".join(deltas)).strip() == post.text
+    assert post.text == sample_jobs(model, tokenizer, [Job(prefix, "The", 1)], Sampling(top_k=1), 0, 40)[0][0].text
+    assert batcher.stats.posts / batcher.stats.batches > 1.5  # it shared decoding steps with the other requests

@@ -133,9 +133,11 @@ def parse_sse(text: str) -> list[tuple[str, dict]]:
     return events
 
 
-def test_streaming_sends_tokens_then_the_posts_and_their_generation_id(served):
+@pytest.mark.parametrize("seed", [3, None], ids=["seeded: runs alone", "unseeded: shares the batch"])
+def test_streaming_sends_tokens_then_the_posts_and_their_generation_id(served, seed):
     client, _, engine, _ = served
-    with client.stream("POST", "/v1/generate/stream", json={"model": "tiny-serve:1", "prompt": "The", "n": 2, "seed": 3}) as response:
+    body = {"model": "tiny-serve:1", "prompt": "The", "n": 2} | ({"seed": seed} if seed is not None else {})
+    with client.stream("POST", "/v1/generate/stream", json=body) as response:
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
         events = parse_sse("".join(response.iter_text()))
     names = [e for e, _ in events]

@@ -2,7 +2,7 @@
 sampled together in one generate() call of at most `max_batch` posts. A full queue refuses at once
 (the API answers 503 with Retry-After) instead of letting requests time out; a request whose client
 went away before its batch started is skipped. Requests that carry a seed run in a batch of their own,
-so that the same seed gives the same posts whatever else is being served."""
+so that the same seed gives the same posts whatever else is being served, as do streamed ones."""
 
 from __future__ import annotations
 
@@ -32,6 +32,8 @@ class Request:
     seed: int | None
     cancelled: threading.Event | None = None
     """Set when the client went away: a waiting request is skipped (a continuous batch also drops it mid-post)."""
+    streamer: Any = None
+    """A transformers streamer (put(token ids) / end()) that receives the post's tokens as they are made (n = 1)."""
     future: Future = field(default_factory=Future)
     enqueued: float = field(default_factory=time.perf_counter)
 
@@ -58,8 +60,9 @@ class Batcher:
         self._thread = threading.Thread(target=self._run, name="tweetforge-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, job: Job, sampling: Sampling, seed: int | None = None, cancelled: threading.Event | None = None) -> Future:
-        request = Request(job, sampling, seed, cancelled)
+    def submit(self, job: Job, sampling: Sampling, seed: int | None = None, cancelled: threading.Event | None = None,
+               streamer: Any = None) -> Future:
+        request = Request(job, sampling, seed, cancelled, streamer)
         try:
             self.queue.put_nowait(request)
         except queue.Full:
@@ -90,14 +93,15 @@ class Batcher:
         if first is None:
             return []
         batch, posts = [first], first.job.n
-        if first.seed is not None:
+        if first.seed is not None or first.streamer is not None:
             return batch
         deadline = first.enqueued + self.max_wait
         while posts < self.max_batch:
             candidate = self._next(timeout=max(0.0, deadline - time.perf_counter()))
             if candidate is None:
                 break
-            if candidate.seed is not None or candidate.sampling != first.sampling or posts + candidate.job.n > self.max_batch:
+            if (candidate.seed is not None or candidate.streamer is not None or candidate.sampling != first.sampling
+                    or posts + candidate.job.n > self.max_batch):
                 self._held = candidate  # starts the next batch
                 break
             batch.append(candidate)
@@ -114,9 +118,12 @@ class Batcher:
             seed = batch[0].seed if batch[0].seed is not None else random.getrandbits(31)
             started = time.perf_counter()
             try:
-                results = sample_jobs(self.model, self.tokenizer, [r.job for r in batch], batch[0].sampling, seed, self.max_new_tokens)
+                results = sample_jobs(self.model, self.tokenizer, [r.job for r in batch], batch[0].sampling, seed, self.max_new_tokens,
+                                      batch[0].streamer)
             except Exception as exc:  # noqa: BLE001 - every waiting request gets the failure
                 for r in batch:
+                    if r.streamer is not None:
+                        r.streamer.end()
                     r.future.set_exception(exc)
                 continue
             seconds = time.perf_counter() - started

@@ -144,6 +144,8 @@ class ContinuousBatcher(Batcher):
         affected = {id(r.request): r.request for r in self.rows} | {id(r): r for r in joining}
         for request in affected.values():
             if not request.future.done():
+                if request.streamer is not None:
+                    request.streamer.end()
                 request.future.set_exception(exc)
         self.rows, self.cache, self.mask, self.pending = [], None, None, {}
 
@@ -176,8 +178,10 @@ class ContinuousBatcher(Batcher):
         seed = request.seed if request.seed is not None else random.getrandbits(31)
         started = time.perf_counter()
         try:
-            samples = sample_jobs(self.model, self.tokenizer, [request.job], request.sampling, seed, self.max_new_tokens)[0]
+            samples = sample_jobs(self.model, self.tokenizer, [request.job], request.sampling, seed, self.max_new_tokens, request.streamer)[0]
         except Exception as exc:  # noqa: BLE001 - the request gets the failure
+            if request.streamer is not None:
+                request.streamer.end()
             request.future.set_exception(exc)
             return
         seconds = time.perf_counter() - started
@@ -204,6 +208,8 @@ class ContinuousBatcher(Batcher):
             self.pending[id(request)] = Pending(request.job.n)
             stop = frozenset(stop_tokens(self.tokenizer, request.sampling))
             rows += [Row(request, ids, budget, stop) for _ in range(request.job.n)]
+            if request.streamer is not None:
+                request.streamer.put(torch.tensor([ids]))  # the prompt, as generate() sends it first (skip_prompt drops it)
         return rows
 
     def _pad(self) -> int:
@@ -265,6 +271,8 @@ class ContinuousBatcher(Batcher):
         started = time.perf_counter()
         for row, token in zip(rows, next_tokens(logits, rows, self.generator).tolist()):
             row.new.append(token)
+            if row.request.streamer is not None:
+                row.request.streamer.put(torch.tensor([token]))
         self._observe(len(rows), forward_seconds + time.perf_counter() - started, len(rows))
 
     def _leave(self) -> None:
@@ -276,6 +284,8 @@ class ContinuousBatcher(Batcher):
             gone = request.cancelled is not None and request.cancelled.is_set()
             if gone or id(request) not in self.pending:
                 if self.pending.pop(id(request), None) is not None:
+                    if request.streamer is not None:
+                        request.streamer.end()
                     request.future.set_exception(ClientGone("the client disconnected while its posts were being written"))
                 continue
             if not row.finished:
@@ -286,6 +296,8 @@ class ContinuousBatcher(Batcher):
             pending.rows_left -= 1
             if pending.rows_left == 0:
                 del self.pending[id(request)]
+                if request.streamer is not None:
+                    request.streamer.end()
                 request.future.set_result(pending.samples)
         if len(keep) == len(self.rows):
             return

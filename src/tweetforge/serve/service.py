@@ -18,6 +18,8 @@ from tweetforge.generate import Job, Sample, Sampling, draw_without_copies, post
 from tweetforge.registry import ModelVersion
 
 
+STREAM_TIMEOUT_S = 600.0
+"""A streamed post waits at most this long for its next token (the batcher ends every stream it takes)."""
 DECISION_INTERVAL_S = 10.0
 """How often feedback re-checks a running experiment's decision (it reads all its events)."""
 
@@ -211,13 +213,14 @@ class Service:
                seed: int | None = None, user_id: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
         """(event, data) pairs: `start`; per post `token` deltas as they are made, `discard` when the finished
         post copies a training post (it is re-drawn), `post` when it is kept; then `done` with the generation id.
-        Posts are made one after another, outside the batcher, so that each token can be sent at once."""
-        from threading import Thread
-
+        Each post is one request to the model's batcher with a streamer, so streamed posts share decoding
+        steps with everything else being served; a seed makes them run alone, reproducibly. Closing the
+        stream (the client went away) takes the post out of the batch."""
         from transformers import TextIteratorStreamer
 
         from tweetforge.experiments import new_user_id
-        from tweetforge.generate import MAX_REDRAWS, REDRAW_SEED_STEP, GenerationError, sample_jobs
+        from tweetforge.generate import MAX_REDRAWS, REDRAW_SEED_STEP, GenerationError
+        from tweetforge.serve.batching import ClientGone, Overloaded
 
         user_id = user_id or new_user_id()
         version, experiment, variant = self.route(model, user_id)
@@ -227,38 +230,40 @@ class Service:
             prefix, author = post_prefix(loaded.tokenizer, loaded.info, author)
         except GenerationError as exc:
             raise ServiceError(422, "bad_author", str(exc)) from None
-        max_new_tokens = loaded.info.get("generation", {}).get("max_new_tokens", 96)
         yield "start", {"model": version.name, "version": version.version, "experiment": experiment, "variant": variant, "user_id": user_id}
-        base_seed = seed if seed is not None else random.getrandbits(31)
         kept: list[Sample] = []
         filtered = dropped = 0
-        for i in range(n):
-            for attempt in range(MAX_REDRAWS + 1):
-                streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True)
-                result: list[list[Sample]] = []
-                job = Job(tuple(prefix), prompt, 1)
-                worker = Thread(target=lambda: result.extend(sample_jobs(
-                    loaded.model, loaded.tokenizer, [job], sampling, base_seed + i + attempt * REDRAW_SEED_STEP, max_new_tokens, streamer)))
-                worker.start()
-                if prompt:
-                    yield "token", {"post": i, "text": prompt}
-                for delta in streamer:
-                    if delta:
-                        yield "token", {"post": i, "text": delta}
-                worker.join()
-                if not result:
-                    raise ServiceError(500, "generation_failed", f"{version.ref} failed to generate")
-                sample = result[0][0]
-                if self.settings.copy_filter and loaded.copy_index.copies(sample.text):
-                    filtered += 1
-                    yield "discard", {"post": i, "reason": "copies a training post; drawing again"}
-                    continue
-                sample.filtered_copies = attempt
-                kept.append(sample)
-                yield "post", {"post": i, "text": sample.text, "ended": sample.ended, "filtered_copies": attempt, "generated": True}
-                break
-            else:
-                dropped += 1
+        gone = threading.Event()
+        try:
+            for i in range(n):
+                for attempt in range(MAX_REDRAWS + 1):
+                    streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=STREAM_TIMEOUT_S)
+                    draw_seed = seed + i + attempt * REDRAW_SEED_STEP if seed is not None else None
+                    try:
+                        future = loaded.batcher.submit(Job(tuple(prefix), prompt, 1), sampling, draw_seed, gone, streamer)
+                    except Overloaded as exc:
+                        raise ServiceError(503, "overloaded", f"{version.ref} is busy ({exc}); retry shortly", retry_after=1) from None
+                    if prompt:
+                        yield "token", {"post": i, "text": prompt}
+                    for delta in streamer:
+                        if delta:
+                            yield "token", {"post": i, "text": delta}
+                    try:
+                        sample = future.result()[0]
+                    except (GenerationError, ClientGone) as exc:
+                        raise ServiceError(422, "bad_request", str(exc)) from None
+                    if self.settings.copy_filter and loaded.copy_index.copies(sample.text):
+                        filtered += 1
+                        yield "discard", {"post": i, "reason": "copies a training post; drawing again"}
+                        continue
+                    sample.filtered_copies = attempt
+                    kept.append(sample)
+                    yield "post", {"post": i, "text": sample.text, "ended": sample.ended, "filtered_copies": attempt, "generated": True}
+                    break
+                else:
+                    dropped += 1
+        finally:
+            gone.set()  # a stream closed early leaves the batch; after the last post this changes nothing
         served = self._log(version, experiment, variant, user_id, author, prompt, n, sampling, seed, kept, filtered, dropped)
         yield "done", {"generation_id": served.generation_id, "model": version.name, "version": version.version, "experiment": experiment,
                        "variant": variant, "user_id": user_id, "filtered_copies": filtered, "dropped": dropped,
