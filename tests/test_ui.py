@@ -104,7 +104,7 @@ def live(tiny_gpt2, tmp_path_factory):
     create_experiment(engine, "tiny-arena", [("first", versions[0].ref, 50), ("second", versions[1].ref, 50)], metric="arena")
     app, service = app_for(home, engine, [v.ref for v in versions], admin_token=None)
     with LiveServer(app) as server:
-        yield server, engine
+        yield server, engine, service
     for loaded in service.loaded():
         loaded.batcher.stop()
 
@@ -151,7 +151,7 @@ def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
 def test_generate_shows_n_marked_cards_and_a_like_becomes_feedback(live, page):
     from playwright.sync_api import expect
 
-    server, engine = live
+    server, engine, _ = live
     open_ui(page, server.url)
     page.locator("#prompt textarea").fill(XSS_PROMPT)
     expect(page.locator("#generate-button")).to_be_enabled(timeout=30_000)  # once the page has listed the models
@@ -172,7 +172,7 @@ def test_generate_shows_n_marked_cards_and_a_like_becomes_feedback(live, page):
 def test_an_arena_vote_becomes_a_choice_and_reveals_the_variants(live, page):
     from playwright.sync_api import expect
 
-    server, engine = live
+    server, engine, _ = live
     open_ui(page, server.url)
     tab(page, "Arena")
     expect(page.locator("#arena-show")).to_be_enabled(timeout=30_000)
@@ -193,7 +193,7 @@ def test_an_arena_vote_becomes_a_choice_and_reveals_the_variants(live, page):
 def test_the_dashboard_shows_its_plots_and_stored_posts_as_text(live, page):
     from playwright.sync_api import expect
 
-    server, _ = live
+    server, _, _ = live
     open_ui(page, server.url)
     tab(page, "Dashboard")
     for plot in ("#data-plot", "#training-plot", "#evaluation-plot", "#experiment-plot"):
@@ -215,12 +215,37 @@ def test_the_dashboard_shows_its_plots_and_stored_posts_as_text(live, page):
 def test_the_models_tab_lists_versions_and_renders_the_card(live, page):
     from playwright.sync_api import expect
 
-    server, _ = live
+    server, _, _ = live
     open_ui(page, server.url)
     tab(page, "Models")
     expect(page.locator("#models-table")).to_contain_text("tiny-ui:2", timeout=30_000)
     expect(page.locator("#model-card")).to_contain_text("tiny-ui", timeout=30_000)
     shot(page, "models")
+
+
+def test_with_an_admin_token_the_dashboard_stops_an_experiment(live, page):
+    """Runs after the arena test: it ends the experiment the arena uses."""
+    from playwright.sync_api import expect
+
+    from tweetforge.experiments import get_experiment
+    from tweetforge.serve.api import create_app
+
+    _, engine, service = live
+    with LiveServer(create_app(service, admin_token="ui-admin-token", ui=True)) as admin_server:
+        open_ui(page, admin_server.url)
+        tab(page, "Dashboard")
+        expect(page.locator("#experiment-state")).to_contain_text("tiny-arena", timeout=60_000)
+        page.locator("#experiment-admin").get_by_text("Admin: stop or promote").click()
+        page.locator("#admin-token input").fill("not-the-token")
+        page.locator("#admin-stop").click()
+        expect(page.locator("#admin-outcome")).to_contain_text("wrong admin token", timeout=30_000)
+        assert get_experiment(engine, "tiny-arena").status == "running"
+        page.locator("#admin-token input").fill("ui-admin-token")
+        page.locator("#admin-stop").click()
+        expect(page.locator("#admin-outcome")).to_contain_text("Stopped tiny-arena", timeout=30_000)
+        expect(page.locator("#experiment-state")).to_contain_text("(stopped)")
+        shot(page, "dashboard-admin")
+    assert get_experiment(engine, "tiny-arena").status != "running"
 
 
 @pytest.fixture(scope="module")

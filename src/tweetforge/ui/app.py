@@ -148,11 +148,11 @@ def build_ui(service: Service, admin_token: str | None = None, plots: Path | Non
             experiment_table = gr.Dataframe(interactive=False, visible=False, elem_id="experiment-table")
             experiment_plot = gr.Image(type="filepath", label="Rates over time", interactive=False, visible=False, elem_id="experiment-plot")
             with gr.Accordion("Admin: stop or promote", open=False, visible=admin_token is not None, elem_id="experiment-admin"):
-                admin_key = gr.Textbox(label="Admin token", type="password")
+                admin_key = gr.Textbox(label="Admin token", type="password", elem_id="admin-token")
                 with gr.Row():
-                    stop_button = gr.Button("Stop experiment", variant="stop")
-                    promote_button = gr.Button("Promote the winner")
-                admin_outcome = gr.Markdown()
+                    stop_button = gr.Button("Stop experiment", variant="stop", elem_id="admin-stop")
+                    promote_button = gr.Button("Promote the winner", elem_id="admin-promote")
+                admin_outcome = gr.Markdown(elem_id="admin-outcome")
 
         # ---------------------------------------------------------------- models
         with gr.Tab("Models", id="models") as models_tab:
@@ -308,21 +308,24 @@ def build_ui(service: Service, admin_token: str | None = None, plots: Path | Non
                 from tweetforge.experiments import ExperimentError, promote_variant, stop_experiment
 
                 if admin_token is None or not secrets.compare_digest((token or "").encode(), admin_token.encode()):
-                    return "**Refused:** wrong admin token."
+                    return "**Refused:** wrong admin token.", *show_experiment(name)
                 if not name:
-                    return "Choose an experiment first."
+                    return "Choose an experiment first.", *show_experiment(name)
                 try:
                     if action == "stop":
                         stop_experiment(engine, name)
-                        return f"Stopped {html.escape(name)}."
-                    variant = promote_variant(engine, name, None)
-                    return f"Promoted variant {html.escape(variant.name)} ({variant.model_ref}) to champion."
+                        done = f"Stopped {html.escape(name)}."
+                    else:
+                        variant = promote_variant(engine, name, None)
+                        done = f"Promoted variant {html.escape(variant.name)} ({variant.model_ref}) to champion."
                 except ExperimentError as exc:
-                    return f"**Not done:** {html.escape(str(exc), quote=False)}"
+                    done = f"**Not done:** {html.escape(str(exc), quote=False)}"
+                return done, *show_experiment(name)
             return run
 
-        stop_button.click(admin("stop"), inputs=[admin_key, experiment_name], outputs=admin_outcome)
-        promote_button.click(admin("promote"), inputs=[admin_key, experiment_name], outputs=admin_outcome)
+        admin_outputs = [admin_outcome, experiment_text, experiment_table, experiment_plot]
+        stop_button.click(admin("stop"), inputs=[admin_key, experiment_name], outputs=admin_outputs)
+        promote_button.click(admin("promote"), inputs=[admin_key, experiment_name], outputs=admin_outputs)
 
         # models
         def show_card(ref: str | None) -> str:
