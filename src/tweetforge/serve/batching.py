@@ -37,6 +37,12 @@ class Request:
     future: Future = field(default_factory=Future)
     enqueued: float = field(default_factory=time.perf_counter)
 
+    def fail(self, exc: Exception) -> None:
+        """Answer with the failure; a stream is ended first, so that its reader stops waiting for tokens."""
+        if self.streamer is not None:
+            self.streamer.end()
+        self.future.set_exception(exc)
+
 
 @dataclass
 class BatchStats:
@@ -109,31 +115,34 @@ class Batcher:
         return batch
 
     def _run(self) -> None:
-        import random
-
         while not (self._stopped.is_set() and self._held is None and self.queue.empty()):
             batch = [r for r in self._collect() if r.future.set_running_or_notify_cancel()]
-            if not batch:
-                continue
-            seed = batch[0].seed if batch[0].seed is not None else random.getrandbits(31)
-            started = time.perf_counter()
-            try:
-                results = sample_jobs(self.model, self.tokenizer, [r.job for r in batch], batch[0].sampling, seed, self.max_new_tokens,
-                                      batch[0].streamer)
-            except Exception as exc:  # noqa: BLE001 - every waiting request gets the failure
-                for r in batch:
-                    if r.streamer is not None:
-                        r.streamer.end()
-                    r.future.set_exception(exc)
-                continue
-            seconds = time.perf_counter() - started
-            posts = sum(r.job.n for r in batch)
-            tokens = sum(len(self.tokenizer(s.text)["input_ids"]) for samples in results for s in samples)
-            self.stats = BatchStats(self.stats.batches + 1, self.stats.posts + posts, posts, tokens / seconds if seconds else 0.0)
-            if self.observe:
-                self.observe(posts, seconds, tokens)
-            for r, samples in zip(batch, results):
-                r.future.set_result(samples)
+            if batch:
+                self._serve(batch)
+
+    def _serve(self, batch: list[Request]) -> None:
+        """One generate() call for the batch, seeded with its first request's seed (or a random one); each
+        request gets its samples, or the failure."""
+        import random
+
+        seed = batch[0].seed if batch[0].seed is not None else random.getrandbits(31)
+        started = time.perf_counter()
+        try:
+            results = sample_jobs(self.model, self.tokenizer, [r.job for r in batch], batch[0].sampling, seed, self.max_new_tokens,
+                                  batch[0].streamer)
+        except Exception as exc:  # noqa: BLE001 - every waiting request gets the failure
+            for r in batch:
+                r.fail(exc)
+            return
+        tokens = sum(len(self.tokenizer(s.text)["input_ids"]) for samples in results for s in samples)
+        self._observe(sum(r.job.n for r in batch), time.perf_counter() - started, tokens)
+        for r, samples in zip(batch, results):
+            r.future.set_result(samples)
+
+    def _observe(self, posts: int, seconds: float, tokens: int) -> None:
+        self.stats = BatchStats(self.stats.batches + 1, self.stats.posts + posts, posts, tokens / seconds if seconds else 0.0)
+        if self.observe:
+            self.observe(posts, seconds, tokens)
 
     def draw(self, job: Job, sampling: Sampling, seed: int | None, cancelled: threading.Event | None = None) -> list[Sample]:
         """Submit and wait (for callers on a worker thread). When `cancelled` is set while the request still

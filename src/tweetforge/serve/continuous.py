@@ -5,7 +5,8 @@ leaves at once, its client gets its answer, and a waiting request joins at the n
 
 One decoding step feeds each active row the token it sampled last, with the key/value cache of all
 rows left-padded to one length (the attention mask hides the padding, the position ids count each
-row's own tokens). A joining request is prefilled on its own and its cache padded into the batch's.
+row's own tokens). A joining request with a short prompt is fed its prompt in that same step, its
+cache starting as padding; a long prompt is prefilled on its own and its cache padded into the batch's.
 Each row samples with its own request's temperature, top-k, top-p and repetition penalty, in the
 order transformers' generate() applies them. A request whose client went away leaves mid-post.
 Requests with a seed run alone through generate(), so the same seed gives the same posts as
@@ -21,7 +22,7 @@ from typing import Any
 import torch
 
 from tweetforge.generate import GenerationError, Sampling, encode_job, finish_sample, new_token_budget, stop_tokens
-from tweetforge.serve.batching import Batcher, BatchStats, ClientGone, Request
+from tweetforge.serve.batching import Batcher, ClientGone, Request
 
 
 FUSED_PROMPT_TOKENS = 8
@@ -144,9 +145,7 @@ class ContinuousBatcher(Batcher):
         affected = {id(r.request): r.request for r in self.rows} | {id(r): r for r in joining}
         for request in affected.values():
             if not request.future.done():
-                if request.streamer is not None:
-                    request.streamer.end()
-                request.future.set_exception(exc)
+                request.fail(exc)
         self.rows, self.cache, self.mask, self.pending = [], None, None, {}
 
     def _admit(self) -> list[Request]:
@@ -171,28 +170,8 @@ class ContinuousBatcher(Batcher):
         return joining
 
     def _run_alone(self, request: Request) -> None:
-        from tweetforge.generate import sample_jobs
-
-        if not request.future.set_running_or_notify_cancel():
-            return
-        seed = request.seed if request.seed is not None else random.getrandbits(31)
-        started = time.perf_counter()
-        try:
-            samples = sample_jobs(self.model, self.tokenizer, [request.job], request.sampling, seed, self.max_new_tokens, request.streamer)[0]
-        except Exception as exc:  # noqa: BLE001 - the request gets the failure
-            if request.streamer is not None:
-                request.streamer.end()
-            request.future.set_exception(exc)
-            return
-        seconds = time.perf_counter() - started
-        tokens = sum(len(self.tokenizer(s.text)["input_ids"]) for s in samples)
-        self._observe(request.job.n, seconds, tokens)
-        request.future.set_result(samples)
-
-    def _observe(self, posts: int, seconds: float, tokens: int) -> None:
-        self.stats = BatchStats(self.stats.batches + 1, self.stats.posts + posts, posts, tokens / seconds if seconds else 0.0)
-        if self.observe:
-            self.observe(posts, seconds, tokens)
+        if request.future.set_running_or_notify_cancel():
+            self._serve([request])
 
     # ------------------------------------------------------------ the batch
 
@@ -203,7 +182,7 @@ class ContinuousBatcher(Batcher):
                 ids = encode_job(self.tokenizer, request.job)
                 budget = new_token_budget(self.model, len(ids), self.max_new_tokens)
             except GenerationError as exc:
-                request.future.set_exception(exc)
+                request.fail(exc)
                 continue
             self.pending[id(request)] = Pending(request.job.n)
             stop = frozenset(stop_tokens(self.tokenizer, request.sampling))
@@ -284,9 +263,7 @@ class ContinuousBatcher(Batcher):
             gone = request.cancelled is not None and request.cancelled.is_set()
             if gone or id(request) not in self.pending:
                 if self.pending.pop(id(request), None) is not None:
-                    if request.streamer is not None:
-                        request.streamer.end()
-                    request.future.set_exception(ClientGone("the client disconnected while its posts were being written"))
+                    request.fail(ClientGone("the client disconnected while its posts were being written"))
                 continue
             if not row.finished:
                 keep.append(i)
