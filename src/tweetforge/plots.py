@@ -7,12 +7,28 @@ from pathlib import Path
 import polars as pl
 
 
-def plot_data_stats(cleaned: pl.DataFrame, path: Path) -> Path:
-    """Per author: kept posts per month, and the length distribution of kept posts."""
+def pyplot():  # type: ignore[no-untyped-def]
+    """matplotlib.pyplot on the file-only backend (no display here, and none needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig, path: Path) -> Path:  # type: ignore[no-untyped-def]
+    """Lay out, write as PNG (creating the folder) and free the figure."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+    return path
+
+
+def plot_data_stats(cleaned: pl.DataFrame, path: Path) -> Path:
+    """Per author: kept posts per month, and the length distribution of kept posts."""
+    plt = pyplot()
 
     kept = cleaned.filter(pl.col("drop_reason").is_null())
     authors = kept.group_by("author").len().sort("len", descending=True)["author"].to_list()[:8]
@@ -35,19 +51,12 @@ def plot_data_stats(cleaned: pl.DataFrame, path: Path) -> Path:
     for ax in (monthly, lengths):
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def plot_training_curve(history: list[dict], path: Path) -> Path:
     """Training and validation loss against step, from a run's evaluation history."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     steps = [h["step"] for h in history]
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -60,11 +69,7 @@ def plot_training_curve(history: list[dict], path: Path) -> Path:
     ax.set_title("training curve")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 COMPARED_METRICS = (
@@ -81,10 +86,7 @@ COMPARED_METRICS = (
 def plot_comparison(evaluations: list, real_texts: list[str], path: Path) -> Path:
     """One bar chart per metric (a bar per model), and the length histogram of each model's generated
     posts against the real test posts."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     labels = [e.subject for e in evaluations]
     colors = [plt.cm.tab10(i % 10) for i in range(len(labels))]
@@ -118,20 +120,13 @@ def plot_comparison(evaluations: list, real_texts: list[str], path: Path) -> Pat
     dataset = evaluations[0].dataset
     fig.suptitle(f"test split of {dataset}: {evaluations[0].metrics['test_posts']:,} real posts, "
                  f"{evaluations[0].metrics['samples']:,} generated per model", fontsize=11)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def plot_experiment(status, path: Path) -> Path:  # type: ignore[no-untyped-def]
     """Each variant's cumulative rate with its 95% Wilson interval at every look, and the always-valid
     p-value against alpha below."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from tweetforge.ab_stats import wilson_interval
 
@@ -157,8 +152,4 @@ def plot_experiment(status, path: Path) -> Path:  # type: ignore[no-untyped-def]
     p_values.set_xlabel(f"look (every {'comparison' if experiment.metric == 'arena' else 'exposure'} batch of 100, and now)")
     p_values.legend(fontsize=8)
     p_values.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
