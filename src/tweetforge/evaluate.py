@@ -389,12 +389,17 @@ def evaluations_table_for(engine: Engine, version: Any) -> list[tuple[Evaluation
     tables = []
     for evaluation in evaluations_of(engine, version.ref):
         rows = [(f"**{version.ref}**", evaluation.metrics)]
-        for baseline in _baseline_subjects(engine, version):
-            found = latest_evaluation(engine, baseline, evaluation.dataset_hash, evaluation.settings)
-            if found is not None:
-                rows.append((f"{baseline} (baseline)", found.metrics))
+        rows += [(f"{b.subject} (baseline)", b.metrics) for b in evaluated_alongside(engine, version, evaluation)]
         tables.append((evaluation, rows))
     return tables
+
+
+def evaluated_alongside(engine: Engine, version: Any, evaluation: Evaluation, others: list[str] | None = None) -> list[Evaluation]:
+    """The latest evaluations of `others`, then of the version's baselines, on the same test split with the
+    same settings as `evaluation` (those never evaluated so are left out)."""
+    found = (latest_evaluation(engine, subject, evaluation.dataset_hash, evaluation.settings)
+             for subject in (others or []) + _baseline_subjects(engine, version))
+    return [e for e in found if e is not None]
 
 
 def _baseline_subjects(engine: Engine, version: Any) -> list[str]:

@@ -64,8 +64,6 @@ def build_ui(service: Service, admin_token: str | None = None, plots: Path | Non
             return []
         return list(loaded.info["params"]["authors"])
 
-    NO_RUNNING = dashboard.NO_EXPERIMENTS.replace("No experiment yet.", "No experiment is running.")
-
     def page_state() -> dict[str, Any]:
         """What the Generate and Arena tabs offer: built into the page (so it is usable as soon as it
         renders) and refreshed by each page load (models reloaded or experiments started since)."""
@@ -110,7 +108,7 @@ def build_ui(service: Service, admin_token: str | None = None, plots: Path | Non
 
         # ---------------------------------------------------------------- arena
         with gr.Tab("Arena", id="arena") as arena_tab:
-            no_experiment = gr.Markdown(NO_RUNNING, visible=not initial["running"], elem_id="no-experiment")
+            no_experiment = gr.Markdown(dashboard.NO_RUNNING_EXPERIMENT, visible=not initial["running"], elem_id="no-experiment")
             experiment = gr.Dropdown(label="Experiment", choices=initial["running"], value=(initial["running"] or [None])[0],
                                      interactive=True, elem_id="arena-experiment")
             arena_prompt = gr.Textbox(label="Prompt (optional)", max_length=280, elem_id="arena-prompt")
@@ -163,6 +161,11 @@ def build_ui(service: Service, admin_token: str | None = None, plots: Path | Non
 
         # ---------------------------------------------------------------- behaviour
 
+        def arena_offer(running: list[str]) -> tuple:
+            """The arena's experiment list, its empty-state note and its button, for these running experiments."""
+            return (gr.update(choices=running, value=running[0] if running else None),
+                    gr.update(value=dashboard.NO_RUNNING_EXPERIMENT, visible=not running), gr.update(interactive=bool(running)))
+
         def on_load(stored_user: str | None, chosen: str | None):
             from tweetforge.experiments import new_user_id
 
@@ -170,12 +173,9 @@ def build_ui(service: Service, admin_token: str | None = None, plots: Path | Non
             values = [value for _, value in state["choices"]]
             keep = chosen if chosen in values else state["model"]  # what the visitor picked before this answer came
             authors = authors_of(keep)
-            running = state["running"]
             return (stored_user or new_user_id(), gr.update(choices=state["choices"], value=keep),
                     gr.update(choices=authors, value=authors[0] if authors else None, visible=bool(authors)),
-                    gr.update(visible=not values), gr.update(interactive=bool(values)),
-                    gr.update(choices=running, value=running[0] if running else None),
-                    gr.update(value=NO_RUNNING, visible=not running), gr.update(interactive=bool(running)))
+                    gr.update(visible=not values), gr.update(interactive=bool(values)), *arena_offer(state["running"]))
 
         ui.load(on_load, inputs=[user_id, model], outputs=[user_id, model, author, no_models, generate, experiment, no_experiment, show_pair])
 
@@ -225,7 +225,7 @@ def build_ui(service: Service, admin_token: str | None = None, plots: Path | Non
         def on_show(name: str | None, text: str, user: str | None):
             off = (gr.update(interactive=False),) * 3
             if not name:
-                return None, "", "", *off, NO_RUNNING
+                return None, "", "", *off, dashboard.NO_RUNNING_EXPERIMENT
             try:
                 pair_id, user, shown = service.arena(name, text or "", None, None, user)
             except ServiceError as exc:
@@ -255,17 +255,10 @@ def build_ui(service: Service, admin_token: str | None = None, plots: Path | Non
         for button, choice in ((vote_a, 0), (vote_b, 1), (both_bad, None)):
             button.click(vote(choice), inputs=[pair, user_id], outputs=[pair, vote_a, vote_b, both_bad, reveal])
 
-        def on_arena_tab():
-            running = dashboard.experiment_names(engine, running_only=True)
-            return (gr.update(choices=running, value=running[0] if running else None),
-                    gr.update(value=NO_RUNNING, visible=not running), gr.update(interactive=bool(running)))
-
-        arena_tab.select(on_arena_tab, outputs=[experiment, no_experiment, show_pair])
+        arena_tab.select(lambda: arena_offer(dashboard.experiment_names(engine, running_only=True)),
+                         outputs=[experiment, no_experiment, show_pair])
 
         # dashboard
-        def version_refs() -> list[str]:
-            return [v.ref for v in dashboard.versions(engine)]
-
         def show_version(ref: str | None):
             from tweetforge.registry import resolve
 
@@ -284,12 +277,15 @@ def build_ui(service: Service, admin_token: str | None = None, plots: Path | Non
             return view.text, table(view.rows), image(view.plot)
 
         def on_dashboard():
+            from tweetforge.experiments import list_experiments
+
             data = dashboard.data_view(engine, plots)
-            refs = version_refs()
-            champion = next((v.ref for v in dashboard.versions(engine) if "champion" in v.aliases), refs[0] if refs else None)
-            names = dashboard.experiment_names(engine)
-            running = dashboard.experiment_names(engine, running_only=True)
-            first_experiment = running[0] if running else (names[0] if names else None)
+            shown = dashboard.versions(engine)
+            refs = [v.ref for v in shown]
+            champion = next((v.ref for v in shown if "champion" in v.aliases), refs[0] if refs else None)
+            experiments = list_experiments(engine)
+            names = [e.name for e in experiments]
+            first_experiment = next((e.name for e in experiments if e.status == "running"), names[0] if names else None)
             return (gr.update(value=data.empty or "", visible=data.empty is not None), table(data.rows), image(data.plot), table(data.recent),
                     gr.update(choices=refs, value=champion, visible=bool(refs)), *show_version(champion),
                     gr.update(value=dashboard.NO_EXPERIMENTS, visible=not names), gr.update(choices=names, value=first_experiment, visible=bool(names)),
@@ -335,7 +331,7 @@ def build_ui(service: Service, admin_token: str | None = None, plots: Path | Non
 
         def on_models():
             view = dashboard.models_view(engine)
-            refs = version_refs()
+            refs = [row["model"] for row in view.rows]
             return (gr.update(value=view.empty or "", visible=view.empty is not None), table(view.rows),
                     gr.update(choices=refs, value=refs[0] if refs else None, visible=bool(refs)), show_card(refs[0] if refs else None))
 

@@ -124,7 +124,7 @@ def training_view(version: ModelVersion, plots: Path) -> View:
 def evaluation_view(engine: Engine, version: ModelVersion, plots: Path) -> View:
     """The version's latest evaluation beside its baselines and the other versions of its name evaluated on
     the same test split with the same settings: a table and the comparison plot."""
-    from tweetforge.evaluate import held_out_posts, latest_evaluation, _baseline_subjects, evaluations_of
+    from tweetforge.evaluate import evaluated_alongside, evaluations_of, held_out_posts
     from tweetforge.plots import COMPARED_METRICS, plot_comparison
     from tweetforge.store.snapshots import get_snapshot
 
@@ -134,11 +134,7 @@ def evaluation_view(engine: Engine, version: ModelVersion, plots: Path) -> View:
                           f"(or compare: `tweetforge compare {version.ref} markov base`).")
     evaluation = mine[-1]
     others = [v.ref for v in versions(engine) if v.name == version.name and v.ref != version.ref]
-    compared = [evaluation]
-    for subject in others + _baseline_subjects(engine, version):
-        found = latest_evaluation(engine, subject, evaluation.dataset_hash, evaluation.settings)
-        if found is not None:
-            compared.append(found)
+    compared = [evaluation, *evaluated_alongside(engine, version, evaluation, others)]
     rows = [{"model": e.subject, **{label: _number(e.metrics.get(key), scale) for key, label, scale in COMPARED_METRICS}}
             for e in compared]
     snapshot = get_snapshot(engine, evaluation.dataset)
@@ -149,8 +145,10 @@ def evaluation_view(engine: Engine, version: ModelVersion, plots: Path) -> View:
                                  f"{evaluation.metrics.get('samples', 0):,} generated per model (seed {evaluation.settings.seed}).")
 
 
-NO_EXPERIMENTS = ("No experiment yet. Start one between two versions: `tweetforge ab create NAME --variant a=MODEL:1:50 "
-                  "--variant b=MODEL:2:50 --metric like` (or `--metric arena` for pairwise votes in the Arena tab).")
+START_EXPERIMENT = ("Start one between two versions: `tweetforge ab create NAME --variant a=MODEL:1:50 "
+                    "--variant b=MODEL:2:50 --metric like` (or `--metric arena` for pairwise votes in the Arena tab).")
+NO_EXPERIMENTS = f"No experiment yet. {START_EXPERIMENT}"
+NO_RUNNING_EXPERIMENT = f"No experiment is running. {START_EXPERIMENT}"
 
 
 def experiment_names(engine: Engine, running_only: bool = False) -> list[str]:
