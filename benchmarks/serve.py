@@ -59,6 +59,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common import machine
+
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "benchmarks" / ".work"
 DEFAULT_HOME = WORK / "serve-home"
@@ -431,18 +433,6 @@ def two_model_run(home: Path, first: dict, second: dict, requests_each: int, con
 # report
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores, {cpu}"
-
-
 def table(label: str, rows: list[dict], batching: bool) -> str:
     head = "| clients | requests ok / errors | wall s | requests/s | p50 s | p99 s | tokens/s | tokens/post |"
     rule = "|---|---|---|---|---|---|---|---|"
@@ -515,24 +505,19 @@ def main() -> None:
     rows_before = generation_rows(home)
     result["started_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     env = env_for(home)
-    if args.only in (None, "tweetforge"):
-        cmd = [sys.executable, "-m", "tweetforge", "serve", "--model", model["ref"]]
-        server = Server("tweetforge", cmd, env, WORK / "serve-tweetforge.log")
+    sides = {  # label: (command, whether it reports its batches in /metrics)
+        "tweetforge": ([sys.executable, "-m", "tweetforge", "serve", "--model", model["ref"]], True),
+        "baseline": ([sys.executable, str(Path(__file__).resolve()), "--baseline-server", "--model-dir", str(model["path"])], False),
+    }
+    for label, (cmd, batching) in sides.items():
+        if args.only not in (None, label):
+            continue
+        server = Server(label, cmd, env, WORK / f"serve-{label}.log")
         try:
-            result["tweetforge_ready_seconds"] = server.start()
-            result["tweetforge_rss_ready_mib"] = server.memory()
-            result["tweetforge"] = load_server(server, model["ref"], tokenizer, levels, args.seconds, args.max_requests, args.warmup, True)
-            result["tweetforge_rss_end_mib"] = server.memory()
-        finally:
-            server.stop()
-    if args.only in (None, "baseline"):
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--baseline-server", "--model-dir", str(model["path"])]
-        server = Server("baseline", cmd, env, WORK / "serve-baseline.log")
-        try:
-            result["baseline_ready_seconds"] = server.start()
-            result["baseline_rss_ready_mib"] = server.memory()
-            result["baseline"] = load_server(server, model["ref"], tokenizer, levels, args.seconds, args.max_requests, args.warmup, False)
-            result["baseline_rss_end_mib"] = server.memory()
+            result[f"{label}_ready_seconds"] = server.start()
+            result[f"{label}_rss_ready_mib"] = server.memory()
+            result[label] = load_server(server, model["ref"], tokenizer, levels, args.seconds, args.max_requests, args.warmup, batching)
+            result[f"{label}_rss_end_mib"] = server.memory()
         finally:
             server.stop()
     if two_models and second is not None:

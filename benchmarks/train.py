@@ -45,12 +45,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 TOUR_BASE = Path("/tmp/tour/.tweetforge/cache/base/smollm2-135m-instruct-q4_1")
@@ -291,18 +292,6 @@ def child(variant: str, texts_path: Path, base: Path, steps: int, warmup: int) -
         "warmup_seconds": warmup_seconds, "trainable_parameters": trainable, "threads": threads, "block": block,
         "last_loss": losses[-1], "flops_per_token": model_flops_per_token(config, block, lora_params, full),
     }
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores, {cpu}"
 
 
 def throughput(variants: list[str], steps: int, warmup: int) -> dict:

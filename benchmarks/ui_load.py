@@ -25,8 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve import WORK, Server, env_for, log, machine, pick_models  # noqa: E402 - the serving benchmark's server helpers
+from common import machine
+from serve import WORK, Server, env_for, log, pick_models  # the serving benchmark's server helpers
 
 CHROMIUM = "/usr/bin/chromium"
 
