@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, desc, insert, select
 
 from tweetforge.copy_index import CopyIndex, words_of
-from tweetforge.generate import MAX_REDRAWS, SAMPLE_BATCH, Sample, Sampling, draw_without_copies, post_prefix, sample
+from tweetforge.generate import MAX_REDRAWS, SAMPLE_BATCH, Sample, Sampling, draw_without_copies, pad_token, post_prefix, sample
 from tweetforge.metrics import LikelihoodTotals, attribution_accuracy, detectability, distinct_n, length_distance, self_bleu, word_count
 from tweetforge.post import MAX_POST_CHARS
 from tweetforge.store.schema import evaluations
@@ -81,7 +81,7 @@ def score_texts(model: Any, tokenizer: Any, texts: list[str], prefixes: list[lis
     import torch
 
     eos = tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    pad = pad_token(tokenizer)
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
     context = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None) or 10**9
     rows: list[tuple[list[int], int]] = []  # (window of ids, first position predicted within it)

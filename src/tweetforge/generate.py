@@ -172,6 +172,20 @@ def sample(model: Any, tokenizer: Any, prefix: list[int], prompt: str, n: int, s
     return samples
 
 
+def pad_token(tokenizer: Any) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def left_padded(sequences: list[list[int]], pad: int) -> tuple[Any, Any]:
+    """(token ids, attention mask) of the sequences padded on the left to the longest: a transformer's
+    attention mask hides the padding, so every row's last position is its own next-token prediction."""
+    import torch
+
+    width = max(len(ids) for ids in sequences)
+    return (torch.tensor([[pad] * (width - len(ids)) + ids for ids in sequences]),
+            torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in sequences]))
+
+
 def encode_job(tokenizer: Any, job: Job) -> list[int]:
     return list(job.prefix) + (tokenizer(job.prompt, add_special_tokens=False)["input_ids"] if job.prompt else [])
 
@@ -225,11 +239,9 @@ def sample_jobs(model: Any, tokenizer: Any, jobs: list[Job], sampling: Sampling,
             for i, samples in zip(chosen, sample_jobs(model, tokenizer, [jobs[i] for i in chosen], sampling, seed, max_new_tokens)):
                 results[i] = samples
         return results
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    width = max(len(ids) for ids in encoded)
-    rows = [[pad] * (width - len(ids)) + ids for ids, job in zip(encoded, jobs) for _ in range(job.n)]
-    masks = [[0] * (width - len(ids)) + [1] * len(ids) for ids, job in zip(encoded, jobs) for _ in range(job.n)]
-    input_ids, attention_mask = torch.tensor(rows), torch.tensor(masks)
+    pad = pad_token(tokenizer)
+    input_ids, attention_mask = left_padded([ids for ids, job in zip(encoded, jobs) for _ in range(job.n)], pad)
+    width = input_ids.shape[1]
     stop = stop_tokens(tokenizer, sampling)
     max_new_tokens = new_token_budget(model, width, max_new_tokens)
     torch.manual_seed(seed)

@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-from tweetforge.generate import GenerationError, Sampling, encode_job, finish_sample, new_token_budget, stop_tokens
+from tweetforge.generate import (GenerationError, Sampling, encode_job, finish_sample, left_padded, new_token_budget, pad_token,
+                                 stop_tokens)
 from tweetforge.serve.batching import Batcher, ClientGone, Request
 
 
@@ -191,18 +192,14 @@ class ContinuousBatcher(Batcher):
                 request.streamer.put(torch.tensor([ids]))  # the prompt, as generate() sends it first (skip_prompt drops it)
         return rows
 
-    def _pad(self) -> int:
-        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-
     def _prefill(self, rows: list[Row]) -> None:
         """Long prompts: prefilled together on their own, their cache padded into the batch's."""
         from transformers import DynamicCache
 
         if not rows:
             return
-        width = max(len(r.prompt_ids) for r in rows)
-        input_ids = torch.tensor([[self._pad()] * (width - len(r.prompt_ids)) + r.prompt_ids for r in rows])
-        mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in rows])
+        input_ids, mask = left_padded([r.prompt_ids for r in rows], pad_token(self.tokenizer))
+        width = input_ids.shape[1]
         started = time.perf_counter()
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                          past_key_values=DynamicCache(config=self.model.config), use_cache=True, logits_to_keep=1)
@@ -224,12 +221,8 @@ class ContinuousBatcher(Batcher):
         its length; their cache starts empty, all padding). Each row then samples its next token."""
         from transformers import DynamicCache
 
-        width = max([1] + [len(r.prompt_ids) for r in joining])
-        pad = self._pad()
-        input_ids = torch.tensor([[pad] * (width - 1) + [r.new[-1]] for r in self.rows]
-                                 + [[pad] * (width - len(r.prompt_ids)) + r.prompt_ids for r in joining])
-        fed = torch.tensor([[0] * (width - 1) + [1] for _ in self.rows]
-                           + [[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in joining])
+        input_ids, fed = left_padded([[r.new[-1]] for r in self.rows] + [r.prompt_ids for r in joining], pad_token(self.tokenizer))
+        width = input_ids.shape[1]
         if self.cache is None:
             self.cache, self.mask = DynamicCache(config=self.model.config), fed.new_zeros(0, 0)
         assert self.mask is not None
