@@ -32,6 +32,10 @@ class ServiceError(Exception):
         self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
 
 
+def overloaded(loaded: "LoadedModel", exc: Exception) -> ServiceError:
+    return ServiceError(503, "overloaded", f"{loaded.version.ref} is busy ({exc}); retry shortly", retry_after=1)
+
+
 @dataclass
 class LoadedModel:
     version: ModelVersion
@@ -161,16 +165,21 @@ class Service:
 
     # ------------------------------------------------------------ generation
 
+    def _post_prefix(self, loaded: LoadedModel, author: str | None) -> tuple[list[int], str | None]:
+        from tweetforge.generate import GenerationError
+
+        try:
+            return post_prefix(loaded.tokenizer, loaded.info, author)
+        except GenerationError as exc:
+            raise ServiceError(422, "bad_author", str(exc)) from None
+
     def draw(self, loaded: LoadedModel, prompt: str, n: int, author: str | None, sampling: Sampling, seed: int | None,
              cancelled: threading.Event | None = None) -> tuple[list[Sample], int, int, str | None]:
         """(posts, draws filtered as copies, posts dropped, author written as)."""
         from tweetforge.generate import GenerationError
         from tweetforge.serve.batching import ClientGone, Overloaded
 
-        try:
-            prefix, author = post_prefix(loaded.tokenizer, loaded.info, author)
-        except GenerationError as exc:
-            raise ServiceError(422, "bad_author", str(exc)) from None
+        prefix, author = self._post_prefix(loaded, author)
         base_seed = seed if seed is not None else random.getrandbits(31)
 
         def draw(count: int, draw_seed: int) -> list[Sample]:
@@ -179,7 +188,7 @@ class Service:
         try:
             samples, filtered, dropped = draw_without_copies(draw, n, base_seed, loaded.copy_index if self.settings.copy_filter else None)
         except Overloaded as exc:
-            raise ServiceError(503, "overloaded", f"{loaded.version.ref} is busy ({exc}); retry shortly", retry_after=1) from None
+            raise overloaded(loaded, exc) from None
         except GenerationError as exc:
             raise ServiceError(422, "bad_request", str(exc)) from None
         except ClientGone as exc:
@@ -226,10 +235,7 @@ class Service:
         version, experiment, variant = self.route(model, user_id)
         sampling = sampling or Sampling()
         loaded = self._model(version)
-        try:
-            prefix, author = post_prefix(loaded.tokenizer, loaded.info, author)
-        except GenerationError as exc:
-            raise ServiceError(422, "bad_author", str(exc)) from None
+        prefix, author = self._post_prefix(loaded, author)
         yield "start", {"model": version.name, "version": version.version, "experiment": experiment, "variant": variant, "user_id": user_id}
         kept: list[Sample] = []
         filtered = dropped = 0
@@ -242,7 +248,7 @@ class Service:
                     try:
                         future = loaded.batcher.submit(Job(tuple(prefix), prompt, 1), sampling, draw_seed, gone, streamer)
                     except Overloaded as exc:
-                        raise ServiceError(503, "overloaded", f"{version.ref} is busy ({exc}); retry shortly", retry_after=1) from None
+                        raise overloaded(loaded, exc) from None
                     if prompt:
                         yield "token", {"post": i, "text": prompt}
                     for delta in streamer:
