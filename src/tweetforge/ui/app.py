@@ -50,12 +50,12 @@ def build_ui(service: Service, admin_token: str | None = None, plots: Path | Non
     engine = service.engine
     plots = plots or get_settings().home / "cache" / "ui"
 
-    def model_choices() -> list[tuple[str, str]]:
+    def model_choices(running: list[str]) -> list[tuple[str, str]]:
         choices = []
         for loaded in sorted(service.loaded(), key=lambda m: (m.version.name, -m.version.version)):
             aliases = f" ({', '.join(loaded.version.aliases)})" if loaded.version.aliases else ""
             choices.append((f"{loaded.version.ref}{aliases}", loaded.version.ref))
-        choices += [(f"experiment {name}", name) for name in dashboard.experiment_names(engine, running_only=True)]
+        choices += [(f"experiment {name}", name) for name in running]
         return choices
 
     def authors_of(model: str | None) -> list[str]:
@@ -67,10 +67,10 @@ def build_ui(service: Service, admin_token: str | None = None, plots: Path | Non
     def page_state() -> dict[str, Any]:
         """What the Generate and Arena tabs offer: built into the page (so it is usable as soon as it
         renders) and refreshed by each page load (models reloaded or experiments started since)."""
-        choices = model_choices()
+        running = dashboard.experiment_names(engine, running_only=True)
+        choices = model_choices(running)
         loaded = sorted(service.loaded(), key=lambda m: ("champion" not in m.version.aliases, m.version.name, -m.version.version))
         first = loaded[0].version.ref if loaded else (choices[0][1] if choices else None)
-        running = dashboard.experiment_names(engine, running_only=True)
         return {"choices": choices, "model": first, "authors": authors_of(first), "running": running}
 
     initial = page_state()
