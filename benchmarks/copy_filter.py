@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark: the copy index (`tweetforge.copy_index.CopyIndex`) of N training posts (default 1,000,000):
+"""Benchmark: the copy index (`tweetforge.registry.copy_index.CopyIndex`) of N training posts (default 1,000,000):
 build time, size in memory and on disk, load time, peak RSS, and the lookup cost per generated post,
 against the obvious implementation, "python-set": a Python `set` of 8-word tuples plus a `set` of
 whole-post word tuples, built from the same posts and asked the same questions.
@@ -57,7 +57,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tweetforge.copy_index import NGRAM, CopyIndex, words_of
+from tweetforge.registry.copy_index import NGRAM, CopyIndex, words_of
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"

@@ -122,10 +122,10 @@ def _generated(data: Path) -> list[tuple[Path, str, str | None]]:
 
 
 def run_tweetforge(data: Path, out: Path) -> dict:
-    from tweetforge.ingest import ingest
-    from tweetforge.sources import ReadOptions, open_source
-    from tweetforge.store.db import engine_for
-    from tweetforge.store.snapshots import SnapshotRequest, create_snapshot
+    from tweetforge.data.ingest import ingest
+    from tweetforge.data.snapshots import SnapshotRequest, create_snapshot
+    from tweetforge.data.sources import ReadOptions, open_source
+    from tweetforge.db.engine import engine_for
 
     started = time.perf_counter()
     engine = engine_for(f"sqlite:///{out / 'tweetforge.db'}")

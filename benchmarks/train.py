@@ -135,10 +135,14 @@ def time_to_model() -> dict:
 def prepare_data(work: Path) -> Path:
     """Ingest example:trump into a temporary home with tweetforge's APIs and snapshot the first 3,000
     posts; the train split's texts go to a JSON file every variant reads."""
-    from tweetforge.ingest import ingest
-    from tweetforge.sources import ReadOptions, open_source
-    from tweetforge.store.db import engine_for
-    from tweetforge.store.snapshots import SnapshotRequest, create_snapshot, read_snapshot
+    from tweetforge.data.ingest import ingest
+    from tweetforge.data.snapshots import (
+        SnapshotRequest,
+        create_snapshot,
+        read_snapshot,
+    )
+    from tweetforge.data.sources import ReadOptions, open_source
+    from tweetforge.db.engine import engine_for
 
     home = work / "home"
     engine = engine_for(f"sqlite:///{home / 'tweetforge.db'}")
@@ -153,7 +157,7 @@ def prepare_data(work: Path) -> Path:
 def base_dir(work: Path) -> Path:
     if (TOUR_BASE / "model.safetensors").exists():
         return TOUR_BASE
-    from tweetforge.models.base import resolve_base
+    from tweetforge.training.models.base import resolve_base
 
     return resolve_base("HuggingFaceTB/SmolLM2-135M", work / "cache" / "base").path
 
@@ -213,9 +217,9 @@ DEFAULT_VARIANTS = ("naive", "packed-full", "lora-fp32", "default", "lora-compil
 def child(variant: str, texts_path: Path, base: Path, steps: int, warmup: int) -> dict:
     import torch
 
-    from tweetforge import train as tf_train
-    from tweetforge.models import causal_lm
-    from tweetforge.train import causal_lm_loss, encode_posts, pack
+    from tweetforge.training import train as tf_train
+    from tweetforge.training.models import causal_lm
+    from tweetforge.training.train import causal_lm_loss, encode_posts, pack
 
     settings = dict(SETTINGS[variant])
     if settings.get("default"):

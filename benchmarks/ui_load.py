@@ -26,7 +26,13 @@ import time
 from pathlib import Path
 
 from common import machine
-from serve import WORK, Server, env_for, log, pick_models  # the serving benchmark's server helpers
+from serve import (  # the serving benchmark's server helpers
+    WORK,
+    Server,
+    env_for,
+    log,
+    pick_models,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 

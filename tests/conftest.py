@@ -8,15 +8,14 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 from sqlalchemy import text
 
-import torch
-
-from tweetforge.ingest import ingest
-from tweetforge.sources import ReadOptions, open_source
-from tweetforge.store.db import engine_for
-from tweetforge.store.snapshots import SnapshotRequest, create_snapshot
-from tweetforge.train import TrainConfig
+from tweetforge.data.ingest import ingest
+from tweetforge.data.snapshots import SnapshotRequest, create_snapshot
+from tweetforge.data.sources import ReadOptions, open_source
+from tweetforge.db.engine import engine_for
+from tweetforge.training.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -102,7 +101,7 @@ def tiny_gpt2(tmp_path_factory):
     import polars as pl
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from tweetforge.models.tokenizers import train_bpe_tokenizer
+    from tweetforge.training.models.tokenizers import train_bpe_tokenizer
 
     directory = tmp_path_factory.mktemp("tiny-gpt2")
     texts = pl.read_csv(shared("trump_archive.csv"))["text"].to_list()

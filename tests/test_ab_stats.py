@@ -11,12 +11,29 @@ import numpy as np
 import pytest
 from scipy import special
 from statsmodels.stats.power import NormalIndPower
-from statsmodels.stats.proportion import (confint_proportions_2indep, proportion_confint, proportion_effectsize,
-                                          proportions_ztest, samplesize_proportions_2indep_onetail)
+from statsmodels.stats.proportion import (
+    confint_proportions_2indep,
+    proportion_confint,
+    proportion_effectsize,
+    proportions_ztest,
+    samplesize_proportions_2indep_onetail,
+)
 
-from tweetforge.ab_stats import (DEFAULT_TAU, VariantHistory, always_valid_p_value, bayesian_comparison, decide,
-                                 mixing_sd, msprt_p_values, probability_best, rate_with_interval, required_sample_size,
-                                 two_proportion_ztest, win_rate, wilson_interval)
+from tweetforge.experiments.statistics import (
+    DEFAULT_TAU,
+    VariantHistory,
+    always_valid_p_value,
+    bayesian_comparison,
+    decide,
+    mixing_sd,
+    msprt_p_values,
+    probability_best,
+    rate_with_interval,
+    required_sample_size,
+    two_proportion_ztest,
+    wilson_interval,
+    win_rate,
+)
 
 EXPERIMENTS = 1000
 PEEK_EVERY = 100

@@ -8,11 +8,11 @@ import shutil
 import zipfile
 
 import pytest
-
 from conftest import STORE_TABLES, archive_tweet, run_cli, shared, table_dump, ytd
-from tweetforge.ingest import ingest
-from tweetforge.sources import ReadOptions, open_source
-from tweetforge.store.db import engine_for
+
+from tweetforge.data.ingest import ingest
+from tweetforge.data.sources import ReadOptions, open_source
+from tweetforge.db.engine import engine_for
 
 
 def empty_file(d):

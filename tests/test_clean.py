@@ -6,12 +6,12 @@ from datetime import datetime
 
 import polars as pl
 import pytest
-
 from conftest import shared
-from tweetforge.clean import CleaningRules, clean, cleaning_stats
-from tweetforge.ingest import ingest
-from tweetforge.sources import ReadOptions, open_source
-from tweetforge.store.posts import POST_FRAME_SCHEMA, read_posts
+
+from tweetforge.data.clean import CleaningRules, clean, cleaning_stats
+from tweetforge.data.ingest import ingest
+from tweetforge.data.sources import ReadOptions, open_source
+from tweetforge.data.store import POST_FRAME_SCHEMA, read_posts
 
 
 def frame(*posts: dict) -> pl.DataFrame:

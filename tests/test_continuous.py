@@ -9,9 +9,9 @@ import time
 import pytest
 import torch
 
-from tweetforge.generate import Job, Sampling, decode_layout, sample_jobs
-from tweetforge.serve.batching import ClientGone
-from tweetforge.serve.continuous import ContinuousBatcher, nucleus
+from tweetforge.generation.generate import Job, Sampling, decode_layout, sample_jobs
+from tweetforge.serving.batching import ClientGone
+from tweetforge.serving.continuous import ContinuousBatcher, nucleus
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,10 @@ def test_seeded_requests_run_alone_and_repeat(tiny):
 def test_each_rows_nucleus_is_the_one_transformers_keeps(top_k, top_p):
     """Against transformers' own TopK and TopP warpers, through the candidates (top 512 of 2,000) and
     through the full sort a row falls back to when its nucleus does not close within them."""
-    from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
+    from transformers.generation.logits_process import (
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
 
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(6, 2000, generator=generator) * torch.tensor([[0.5], [1], [2], [4], [8], [0.1]])

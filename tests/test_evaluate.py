@@ -9,17 +9,28 @@ import polars as pl
 import pytest
 import sacrebleu
 import torch
-
 from conftest import quick, shared
-from tweetforge.copy_index import CopyIndex, words_of
-from tweetforge.evaluate import EvalSettings, EvaluationError, run_evaluations, score_texts
-from tweetforge.generate import Sample, draw_without_copies
-from tweetforge.markov import MarkovChain
-from tweetforge.metrics import attribution_accuracy, detectability, distinct_n, length_distance, self_bleu
-from tweetforge.promotion import gate, promote, promotion_log
-from tweetforge.registry import register, resolve
-from tweetforge.store.snapshots import SnapshotRequest, create_snapshot
-from tweetforge.train import train
+
+from tweetforge.data.snapshots import SnapshotRequest, create_snapshot
+from tweetforge.evaluation.evaluate import (
+    EvalSettings,
+    EvaluationError,
+    run_evaluations,
+    score_texts,
+)
+from tweetforge.evaluation.markov import MarkovChain
+from tweetforge.evaluation.metrics import (
+    attribution_accuracy,
+    detectability,
+    distinct_n,
+    length_distance,
+    self_bleu,
+)
+from tweetforge.evaluation.promotion import gate, promote, promotion_log
+from tweetforge.generation.generate import Sample, draw_without_copies
+from tweetforge.registry.copy_index import CopyIndex, words_of
+from tweetforge.registry.versions import register, resolve
+from tweetforge.training.train import train
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +188,7 @@ SMALL = EvalSettings(samples=24, seed=3, max_test_posts=120)
 
 
 def test_evaluate_writes_registry_card_and_compares_with_baselines(trained, store, tmp_path):
-    from tweetforge.plots import plot_comparison
+    from tweetforge.evaluation.plots import plot_comparison
 
     home, engine, trump, _ = store
     weak, strong = trained

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-
 from conftest import quick, table_dump
-from tweetforge.experiments import (
+
+from tweetforge.experiments.ab import (
     ExperimentError,
     arena_pair,
     assign,
@@ -18,8 +18,8 @@ from tweetforge.experiments import (
     record_feedback,
     stop_experiment,
 )
-from tweetforge.registry import register
-from tweetforge.train import train
+from tweetforge.registry.versions import register
+from tweetforge.training.train import train
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +97,13 @@ def _serve(engine, experiment, variant, liked: bool, event: str = "like"):
 
 
 def test_status_finds_the_better_variant_and_auto_promotes_it(two_versions, store, tmp_path):
-    from tweetforge.experiments import apply_decision, decision_log, experiment_status
-    from tweetforge.plots import plot_experiment
-    from tweetforge.registry import resolve
+    from tweetforge.experiments.ab import (
+        apply_decision,
+        decision_log,
+        experiment_status,
+    )
+    from tweetforge.experiments.plots import plot_experiment
+    from tweetforge.registry.versions import resolve
 
     _, engine, _, _ = store
     a, b = two_versions
@@ -125,7 +129,7 @@ def test_status_finds_the_better_variant_and_auto_promotes_it(two_versions, stor
 
 
 def test_arena_win_rate_counts_each_comparison_once(two_versions, store):
-    from tweetforge.experiments import experiment_status
+    from tweetforge.experiments.ab import experiment_status
 
     _, engine, _, _ = store
     a, b = two_versions

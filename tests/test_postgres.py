@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from conftest import STORE_TABLES, archive_tweet, make_archive, shared, table_dump
-from tweetforge.ingest import ingest
-from tweetforge.sources import ReadOptions, SourceError, open_source
-from tweetforge.store.db import engine_for
-from tweetforge.store.schema import metadata
-from tweetforge.store.snapshots import SnapshotRequest, create_snapshot, read_snapshot
+
+from tweetforge.data.ingest import ingest
+from tweetforge.data.snapshots import SnapshotRequest, create_snapshot, read_snapshot
+from tweetforge.data.sources import ReadOptions, SourceError, open_source
+from tweetforge.db.engine import engine_for
+from tweetforge.db.schema import metadata
 
 URL = os.environ.get("TWEETFORGE_TEST_POSTGRES_URL")
 pytestmark = pytest.mark.skipif(not URL, reason="TWEETFORGE_TEST_POSTGRES_URL is not set (CI sets it)")
@@ -51,7 +51,11 @@ def test_postgres_imports_merge_history_and_snapshot(pg, tmp_path):
 
 
 def test_postgres_stores_and_reuses_evaluations(pg, tmp_path):
-    from tweetforge.evaluate import EvalSettings, latest_evaluation, run_evaluations
+    from tweetforge.evaluation.evaluate import (
+        EvalSettings,
+        latest_evaluation,
+        run_evaluations,
+    )
 
     load(pg, shared("trump_archive.csv"), author="realDonaldTrump")
     snap = create_snapshot(pg, tmp_path / "ds", SnapshotRequest("pg-eval", ("realDonaldTrump",)))
@@ -60,3 +64,34 @@ def test_postgres_stores_and_reuses_evaluations(pg, tmp_path):
     stored = latest_evaluation(pg, "markov", snap.content_hash, settings)
     assert stored.id == first.id and stored.metrics == first.metrics and len(stored.samples) == 20
     assert run_evaluations(pg, tmp_path, ["markov"], "pg-eval", settings, report_to="none").evaluations[0].id == first.id
+
+
+def test_postgres_store_upgrades_itself(tmp_path):
+    """A store as 0.1.0 left it (tables from create_all, no version table) runs the baseline migration on the
+    real server and keeps its rows; an empty database is made and stamped."""
+    from sqlalchemy import text
+
+    from tweetforge.db.engine import create_store_engine
+    from tweetforge.db.migrate import head, revision, upgrade
+
+    engine = create_store_engine(URL)
+
+    def empty() -> None:
+        metadata.drop_all(engine)
+        with engine.begin() as conn:
+            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+
+    empty()
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO optouts (handle, added_at) VALUES ('someone', now())"))
+    done = upgrade(engine)
+    assert (done.before, done.after) == (None, head()) and revision(engine) == head()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT handle FROM optouts")).scalars().all() == ["someone"]
+    assert not upgrade(engine).changed
+
+    empty()
+    assert upgrade(engine).after == head() and revision(engine) == head()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM posts")).scalar() == 0

@@ -7,17 +7,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import schemathesis
+from conftest import quick
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
-from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from conftest import quick
-from tweetforge.registry import register
-from tweetforge.serve.api import create_app
-from tweetforge.serve.service import Service, ServiceSettings
-from tweetforge.store.schema import feedback, generations
-from tweetforge.train import train
+from tweetforge.db.schema import feedback, generations
+from tweetforge.registry.versions import register
+from tweetforge.serving.api import create_app
+from tweetforge.serving.service import Service, ServiceSettings
+from tweetforge.training.train import train
 
 TOKEN = "s3cret-admin"
 
@@ -211,7 +211,7 @@ def test_every_acknowledged_feedback_survives_kill_9(served, store, tmp_path):
 
     import httpx
 
-    from tweetforge.experiments import log_generation
+    from tweetforge.experiments.ab import log_generation
 
     home, engine, _, _ = store
     generation = log_generation(engine, "tiny-serve", 1, "", {}, [])
@@ -258,8 +258,8 @@ def test_every_acknowledged_feedback_survives_kill_9(served, store, tmp_path):
 
 
 def test_stopping_a_batcher_serves_what_was_queued(served):
-    from tweetforge.generate import Job, Sampling
-    from tweetforge.serve.batching import Batcher
+    from tweetforge.generation.generate import Job, Sampling
+    from tweetforge.serving.batching import Batcher
 
     _, service, _, _ = served
     loaded = service.loaded()[0]
@@ -290,8 +290,8 @@ def test_no_request_the_schema_allows_makes_a_server_error(served):
 def test_a_cancelled_request_leaves_the_queue_unsampled(served):
     import threading
 
-    from tweetforge.generate import Job, Sampling
-    from tweetforge.serve.batching import Batcher, ClientGone
+    from tweetforge.generation.generate import Job, Sampling
+    from tweetforge.serving.batching import Batcher, ClientGone
 
     _, service, _, _ = served
     loaded = service.loaded()[0]
@@ -308,9 +308,13 @@ def test_a_cancelled_request_leaves_the_queue_unsampled(served):
 
 
 def test_feedback_through_the_api_auto_promotes_a_conclusive_winner(served, monkeypatch):
-    import tweetforge.serve.service as service_module
-    from tweetforge.experiments import create_experiment, get_experiment, log_generation
-    from tweetforge.registry import resolve
+    import tweetforge.serving.service as service_module
+    from tweetforge.experiments.ab import (
+        create_experiment,
+        get_experiment,
+        log_generation,
+    )
+    from tweetforge.registry.versions import resolve
 
     client, _, engine, versions = served
     monkeypatch.setattr(service_module, "DECISION_INTERVAL_S", 0.0)

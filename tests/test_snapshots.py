@@ -9,12 +9,19 @@ import duckdb
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import archive_tweet, make_archive, shared
-from tweetforge.clean import CleaningRules
-from tweetforge.ingest import ingest
-from tweetforge.sources import ReadOptions, open_source
-from tweetforge.store.snapshots import DatasetError, SnapshotRequest, create_snapshot, list_snapshots, read_snapshot, split_of
+
+from tweetforge.data.clean import CleaningRules
+from tweetforge.data.ingest import ingest
+from tweetforge.data.snapshots import (
+    DatasetError,
+    SnapshotRequest,
+    create_snapshot,
+    list_snapshots,
+    read_snapshot,
+    split_of,
+)
+from tweetforge.data.sources import ReadOptions, open_source
 
 
 def load(engine, name, **options):

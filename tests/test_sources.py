@@ -6,10 +6,10 @@ import csv
 from datetime import datetime
 
 import pytest
-
 from conftest import archive_tweet, make_archive, shared
-from tweetforge.post import BadRecord, Post
-from tweetforge.sources import ReadOptions, SourceError, open_source
+
+from tweetforge.data.post import BadRecord, Post
+from tweetforge.data.sources import ReadOptions, SourceError, open_source
 
 
 def read_all(spec, fmt=None, **options) -> list[Post]:

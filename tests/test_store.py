@@ -4,14 +4,20 @@ skipped records, opt-outs."""
 from __future__ import annotations
 
 import pytest
+from conftest import STORE_TABLES, archive_tweet, make_archive, shared, table_dump
 from sqlalchemy import func, select
 
-from conftest import STORE_TABLES, archive_tweet, make_archive, shared, table_dump
-from tweetforge.ingest import ingest
-from tweetforge.optout import add_optout, list_optouts, remove_optout
-from tweetforge.sources import ReadOptions, SourceError, open_source
-from tweetforge.store.posts import read_posts
-from tweetforge.store.schema import import_skips, imports, post_history, post_imports, posts
+from tweetforge.data.ingest import ingest
+from tweetforge.data.optout import add_optout, list_optouts, remove_optout
+from tweetforge.data.sources import ReadOptions, SourceError, open_source
+from tweetforge.data.store import read_posts
+from tweetforge.db.schema import (
+    import_skips,
+    imports,
+    post_history,
+    post_imports,
+    posts,
+)
 
 
 def load(engine, spec, fmt=None, skip_bad=False, **options):

@@ -9,14 +9,30 @@ import sys
 
 import pytest
 import torch
-
 from conftest import quick, run_cli, shared
-from tweetforge.generate import GenerationError, Sampling, cut_to_limit, generate_posts, load_model
-from tweetforge.models.base import BaseModelError, resolve_base
-from tweetforge.models.causal_lm import LoraSettings, load_pretrained, unwrap_for_export
-from tweetforge.registry import RegistryError, list_versions, register, resolve, set_alias
-from tweetforge.store.snapshots import SnapshotRequest, create_snapshot
-from tweetforge.train import TrainingError, train
+
+from tweetforge.data.snapshots import SnapshotRequest, create_snapshot
+from tweetforge.generation.generate import (
+    GenerationError,
+    Sampling,
+    cut_to_limit,
+    generate_posts,
+    load_model,
+)
+from tweetforge.registry.versions import (
+    RegistryError,
+    list_versions,
+    register,
+    resolve,
+    set_alias,
+)
+from tweetforge.training.models.base import BaseModelError, resolve_base
+from tweetforge.training.models.causal_lm import (
+    LoraSettings,
+    load_pretrained,
+    unwrap_for_export,
+)
+from tweetforge.training.train import TrainingError, train
 
 
 def test_full_fine_tune_lowers_validation_loss_and_exports_for_stock_transformers(tiny_gpt2, store, tmp_path):
@@ -84,8 +100,8 @@ def test_multi_author_control_tokens_condition_the_model(store):
     model, tokenizer = result.model.eval(), result.tokenizer
     import polars as pl
 
-    from tweetforge.models.tokenizers import author_token
-    from tweetforge.store.snapshots import read_snapshot
+    from tweetforge.data.snapshots import read_snapshot
+    from tweetforge.training.models.tokenizers import author_token
 
     test = read_snapshot(both, "test")
 
@@ -117,7 +133,7 @@ def test_resume_after_a_kill_reaches_the_same_weights(tiny_gpt2, store):
 
     with pytest.raises(Killed):
         train(config, trump, home, progress=kill_at_step_13)
-    from tweetforge.train import find_resumable_run
+    from tweetforge.training.train import find_resumable_run
 
     run_dir = find_resumable_run(home, "tiny-resume")
     assert json.loads((run_dir / "checkpoint.json").read_text())["step"] == 10
@@ -138,7 +154,7 @@ def test_corrupt_checkpoint_is_named_and_refused(tiny_gpt2, store):
 
     with pytest.raises(KeyboardInterrupt):
         train(config, trump, home, progress=kill)
-    from tweetforge.train import find_resumable_run
+    from tweetforge.training.train import find_resumable_run
 
     run_dir = find_resumable_run(home, "tiny-corrupt")
     checkpoint = run_dir / "checkpoint.pt"

@@ -13,17 +13,17 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import quick, shared
 from sqlalchemy import select
 
-from conftest import quick, shared
-from tweetforge.experiments import create_experiment
-from tweetforge.ingest import ingest
-from tweetforge.registry import register, set_alias
-from tweetforge.sources import ReadOptions, open_source
-from tweetforge.store.db import engine_for
-from tweetforge.store.schema import feedback, generations
-from tweetforge.store.snapshots import SnapshotRequest, create_snapshot
-from tweetforge.train import train
+from tweetforge.data.ingest import ingest
+from tweetforge.data.snapshots import SnapshotRequest, create_snapshot
+from tweetforge.data.sources import ReadOptions, open_source
+from tweetforge.db.engine import engine_for
+from tweetforge.db.schema import feedback, generations
+from tweetforge.experiments.ab import create_experiment
+from tweetforge.registry.versions import register, set_alias
+from tweetforge.training.train import train
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "ui"
@@ -70,8 +70,8 @@ class LiveServer:
 
 def app_for(home: Path, engine, models: list[str], admin_token: str | None):  # type: ignore[no-untyped-def]
     from tweetforge.config import get_settings
-    from tweetforge.serve.api import create_app
-    from tweetforge.serve.service import Service, ServiceSettings
+    from tweetforge.serving.api import create_app
+    from tweetforge.serving.service import Service, ServiceSettings
 
     os.environ["TWEETFORGE_HOME"] = str(home)
     get_settings.cache_clear()
@@ -84,7 +84,7 @@ def app_for(home: Path, engine, models: list[str], admin_token: str | None):  # 
 def live(tiny_gpt2, tmp_path_factory):
     """Trump's archive plus two posts carrying XSS payloads (the newest posts, so the dashboard lists them),
     two tiny versions, an evaluation, and an arena experiment between the versions."""
-    from tweetforge.evaluate import EvalSettings, run_evaluations
+    from tweetforge.evaluation.evaluate import EvalSettings, run_evaluations
 
     home = tmp_path_factory.mktemp("ui-home")
     engine = engine_for(f"sqlite:///{home / 'tweetforge.db'}")
@@ -227,8 +227,8 @@ def test_with_an_admin_token_the_dashboard_stops_an_experiment(live, page):
     """Runs after the arena test: it ends the experiment the arena uses."""
     from playwright.sync_api import expect
 
-    from tweetforge.experiments import get_experiment
-    from tweetforge.serve.api import create_app
+    from tweetforge.experiments.ab import get_experiment
+    from tweetforge.serving.api import create_app
 
     _, engine, service = live
     with LiveServer(create_app(service, admin_token="ui-admin-token", ui=True)) as admin_server:

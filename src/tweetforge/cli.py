@@ -7,16 +7,42 @@ import os
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+import click
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
+from typer.core import TyperGroup
 
-from tweetforge.clean import OPTIONAL_STATS, STATS_COLUMNS, CleaningRules
+from tweetforge.data.clean import OPTIONAL_STATS, STATS_COLUMNS, CleaningRules
+from tweetforge.errors import TweetforgeError
+
+if TYPE_CHECKING:
+    from tweetforge.data.snapshots import Snapshot
+    from tweetforge.evaluation.evaluate import Comparison, EvalSettings, Evaluation
+
+
+class Commands(TyperGroup):
+    """The command tree, printing every TweetforgeError a command raises as one line on stderr (exit 1)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TweetforgeError as exc:
+            errors.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
 
 app = typer.Typer(
+    cls=Commands,
     help="Turn someone's posts into a small language model that writes like them.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -31,11 +57,6 @@ app.add_typer(optout_app, name="optout")
 _piped_width = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120
 console = Console(width=_piped_width)
 errors = Console(stderr=True, width=_piped_width)
-
-
-def fail(message: str) -> typer.Exit:
-    errors.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(1)
 
 
 def print_json(data: Any) -> None:
@@ -56,7 +77,7 @@ def quiet_libraries() -> None:
 
 
 def engine():  # type: ignore[no-untyped-def]
-    from tweetforge.store.db import get_engine
+    from tweetforge.db.engine import get_engine
 
     return get_engine()
 
@@ -111,7 +132,7 @@ def parse_day(value: str | None, option: str) -> date | None:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise fail(f"{option} {value!r} is not a date like 2019-01-01") from None
+        raise TweetforgeError(f"{option} {value!r} is not a date like 2019-01-01") from None
 
 
 @app.command()
@@ -129,8 +150,8 @@ def ingest(
     as_json: JsonOption = False,
 ) -> None:
     """Import posts into the store, in one transaction: a bad file changes nothing."""
-    from tweetforge.ingest import ingest as run_ingest
-    from tweetforge.sources import ReadOptions, SourceError, open_source
+    from tweetforge.data.ingest import ingest as run_ingest
+    from tweetforge.data.sources import ReadOptions, open_source
 
     options = ReadOptions(
         author=author,
@@ -141,23 +162,18 @@ def ingest(
         id_column=id_column,
         time_column=time_column,
     )
-    try:
-        src = open_source(source, format, options)
-        with Progress(
-            SpinnerColumn(),
-            TextColumn(f"reading {src.format} [bold]{source}[/]"),
-            TextColumn("{task.completed:,} records"),
-            TimeElapsedColumn(),
-            console=errors,
-            transient=True,
-            disable=as_json or not errors.is_terminal,
-        ) as bar:
-            task = bar.add_task("ingest", total=None)
-            result = run_ingest(engine(), src, skip_bad=skip_bad, progress=lambda n: bar.update(task, completed=n))
-    except SourceError as exc:
-        raise fail(str(exc)) from None
-    except (OSError, LookupError) as exc:  # unreadable file, unknown --encoding
-        raise fail(f"{source}: {exc}") from None
+    src = open_source(source, format, options)
+    with Progress(
+        SpinnerColumn(),
+        TextColumn(f"reading {src.format} [bold]{source}[/]"),
+        TextColumn("{task.completed:,} records"),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=True,
+        disable=as_json or not errors.is_terminal,
+    ) as bar:
+        task = bar.add_task("ingest", total=None)
+        result = run_ingest(engine(), src, skip_bad=skip_bad, progress=lambda n: bar.update(task, completed=n))
     summary = {
         "import_id": result.import_id,
         "source": result.source,
@@ -199,7 +215,7 @@ def imports(as_json: JsonOption = False) -> None:
     """Every import run: source, format, file hash, counts and duration."""
     from sqlalchemy import select
 
-    from tweetforge.store.schema import imports as imports_table
+    from tweetforge.db.schema import imports as imports_table
 
     with engine().connect() as conn:
         rows = [dict(r._mapping) for r in conn.execute(select(imports_table).order_by(imports_table.c.id))]
@@ -249,19 +265,19 @@ def stats(
     as_json: JsonOption = False,
 ) -> None:
     """Per author: downloaded, retweets, replies, short, duplicates, kept — what cleaning would keep."""
-    from tweetforge.clean import clean, cleaning_stats
-    from tweetforge.store.posts import read_posts
+    from tweetforge.data.clean import clean, cleaning_stats
+    from tweetforge.data.store import read_posts
 
     rules = cleaning_rules(drop_replies, keep_retweets, strip_reply_mentions, mention_placeholder, keep_newlines, keep_duplicates, min_words, languages)
     with engine().connect() as conn:
         frame = read_posts(conn, authors or None)
     if frame.height == 0:
         who = " of " + ", ".join(authors) if authors else ""
-        raise fail(f"no stored posts{who}: import some first, e.g. tweetforge ingest example:trump")
+        raise TweetforgeError(f"no stored posts{who}: import some first, e.g. tweetforge ingest example:trump")
     cleaned = clean(frame, rules)
     rows = cleaning_stats(cleaned)
     if plot is not None:
-        from tweetforge.plots import plot_data_stats
+        from tweetforge.data.plots import plot_data_stats
 
         plot_data_stats(cleaned, plot)
     if as_json:
@@ -295,14 +311,14 @@ def dataset_create(
 ) -> None:
     """Freeze cleaned posts into an immutable Parquet snapshot with a hash-frozen split."""
     from tweetforge.config import get_settings
-    from tweetforge.store.snapshots import DatasetError, SnapshotRequest, create_snapshot
+    from tweetforge.data.snapshots import SnapshotRequest, create_snapshot
 
     try:
         parts = [float(p) for p in split.split("/")]
         if len(parts) != 3:
             raise ValueError
     except ValueError:
-        raise fail(f"--split {split!r} must be three percentages like 90/5/5") from None
+        raise TweetforgeError(f"--split {split!r} must be three percentages like 90/5/5") from None
     request = SnapshotRequest(
         name=name,
         authors=tuple(authors or ()),
@@ -313,11 +329,8 @@ def dataset_create(
         balance=balance,
         limit=limit,
     )
-    try:
-        with console.status(f"cleaning and freezing {name}…"):
-            snapshot = create_snapshot(engine(), get_settings().datasets_dir, request)
-    except DatasetError as exc:
-        raise fail(str(exc)) from None
+    with console.status(f"cleaning and freezing {name}…"):
+        snapshot = create_snapshot(engine(), get_settings().datasets_dir, request)
     for warning in snapshot.warnings:
         errors.print(f"[yellow]Warning:[/] {warning}", highlight=False)
     if as_json:
@@ -326,7 +339,7 @@ def dataset_create(
     show_snapshot(snapshot)
 
 
-def show_snapshot(snapshot: Any) -> None:
+def show_snapshot(snapshot: Snapshot) -> None:
     splits = snapshot.counts["splits"]
     table = Table(title=f"dataset {snapshot.name}: {snapshot.posts:,} posts", title_justify="left")
     table.add_column("author")
@@ -354,7 +367,7 @@ def show_snapshot(snapshot: Any) -> None:
 @dataset_app.command("list")
 def dataset_list(as_json: JsonOption = False) -> None:
     """Every snapshot, oldest first."""
-    from tweetforge.store.snapshots import list_snapshots
+    from tweetforge.data.snapshots import list_snapshots
 
     snapshots = list_snapshots(engine())
     if as_json:
@@ -377,12 +390,9 @@ def dataset_list(as_json: JsonOption = False) -> None:
 @dataset_app.command("show")
 def dataset_show(name: str, as_json: JsonOption = False) -> None:
     """A snapshot's manifest: authors, filters, rules, counts per split and author, hash."""
-    from tweetforge.store.snapshots import DatasetError, get_snapshot
+    from tweetforge.data.snapshots import get_snapshot
 
-    try:
-        snapshot = get_snapshot(engine(), name)
-    except DatasetError as exc:
-        raise fail(str(exc)) from None
+    snapshot = get_snapshot(engine(), name)
     if as_json:
         print_json(snapshot.manifest())
         return
@@ -396,29 +406,26 @@ def optout_add(
     purge: Annotated[bool, typer.Option("--purge", help="Also delete their stored posts and history.")] = False,
 ) -> None:
     """Refuse this author's posts at import and exclude them from snapshots."""
-    from tweetforge.optout import add_optout
+    from tweetforge.data.optout import add_optout
 
-    try:
-        deleted = add_optout(engine(), handle, reason, purge)
-    except ValueError as exc:
-        raise fail(str(exc)) from None
+    deleted = add_optout(engine(), handle, reason, purge)
     console.print(f"@{handle.lstrip('@')} opted out" + (f"; {deleted:,} stored posts deleted" if purge else ""))
 
 
 @optout_app.command("remove")
 def optout_remove(handle: str) -> None:
     """Allow this author again."""
-    from tweetforge.optout import remove_optout
+    from tweetforge.data.optout import remove_optout
 
     if not remove_optout(engine(), handle):
-        raise fail(f"@{handle.lstrip('@')} is not opted out")
+        raise TweetforgeError(f"@{handle.lstrip('@')} is not opted out")
     console.print(f"@{handle.lstrip('@')} may be imported again")
 
 
 @optout_app.command("list")
 def optout_list(as_json: JsonOption = False) -> None:
     """Every opted-out handle."""
-    from tweetforge.optout import list_optouts
+    from tweetforge.data.optout import list_optouts
 
     rows = list_optouts(engine())
     if as_json:
@@ -468,11 +475,10 @@ def train(
     import time
 
     from tweetforge.config import get_settings
-    from tweetforge.models.base import BaseModelError
-    from tweetforge.registry import RegistryError, register, resolve
-    from tweetforge.store.snapshots import DatasetError, get_snapshot
-    from tweetforge.train import TrainConfig, TrainingError, find_resumable_run
-    from tweetforge.train import train as run_training
+    from tweetforge.data.snapshots import get_snapshot
+    from tweetforge.registry.versions import register, resolve
+    from tweetforge.training.train import TrainConfig, find_resumable_run
+    from tweetforge.training.train import train as run_training
 
     quiet_libraries()
     settings = get_settings()
@@ -484,23 +490,20 @@ def train(
         checkpoint_every=checkpoint_every, seed=seed, precision=precision, compile=compile, threads=threads, report_to=report_to,
     )
     started = time.perf_counter()
-    try:
-        run_dir = None
-        if resume:
-            run_dir = find_resumable_run(home, config.model_name)
-            saved = json.loads((run_dir / "config.json").read_text())
-            config = TrainConfig.from_dict(saved)
-            errors.print(f"Resuming run {run_dir.name}", highlight=False)
-        snapshot = get_snapshot(engine(), config.dataset)
-        with training_progress(disable=as_json) as on_progress:
-            result = run_training(
-                config, snapshot, home, run_dir=run_dir, resume=resume, progress=on_progress,
-                resolve_from=lambda ref: resolve(engine(), ref).path,
-            )
-        trained = time.perf_counter()
-        version = register(engine(), home / "models", result, snapshot)
-    except (TrainingError, DatasetError, BaseModelError, RegistryError, ValueError) as exc:
-        raise fail(str(exc)) from None
+    run_dir = None
+    if resume:
+        run_dir = find_resumable_run(home, config.model_name)
+        saved = json.loads((run_dir / "config.json").read_text())
+        config = TrainConfig.from_dict(saved)
+        errors.print(f"Resuming run {run_dir.name}", highlight=False)
+    snapshot = get_snapshot(engine(), config.dataset)
+    with training_progress(disable=as_json) as on_progress:
+        result = run_training(
+            config, snapshot, home, run_dir=run_dir, resume=resume, progress=on_progress,
+            resolve_from=lambda ref: resolve(engine(), ref).path,
+        )
+    trained = time.perf_counter()
+    version = register(engine(), home / "models", result, snapshot)
     summary = {**version.summary(), "seconds": {"training": round(trained - started, 1), "export": round(time.perf_counter() - trained, 1)}}
     if as_json:
         print_json(summary)
@@ -550,7 +553,7 @@ class training_progress:
 @models_app.command("list")
 def models_list(name: Annotated[str | None, typer.Argument()] = None, as_json: JsonOption = False) -> None:
     """Every registered version, with aliases and validation metrics."""
-    from tweetforge.registry import list_versions
+    from tweetforge.registry.versions import list_versions
 
     versions = list_versions(engine(), name)
     if as_json:
@@ -572,12 +575,9 @@ def models_list(name: Annotated[str | None, typer.Argument()] = None, as_json: J
 @models_app.command("show")
 def models_show(ref: str, as_json: JsonOption = False) -> None:
     """One version (NAME for its champion or latest, NAME:VERSION, NAME:ALIAS)."""
-    from tweetforge.registry import RegistryError, resolve
+    from tweetforge.registry.versions import resolve
 
-    try:
-        version = resolve(engine(), ref)
-    except RegistryError as exc:
-        raise fail(str(exc)) from None
+    version = resolve(engine(), ref)
     if as_json:
         print_json(version.summary())
         return
@@ -594,12 +594,9 @@ def models_show(ref: str, as_json: JsonOption = False) -> None:
 @models_app.command("alias")
 def models_alias(ref: str, alias: str) -> None:
     """Point an alias (champion, challenger, anything) at a version."""
-    from tweetforge.registry import RegistryError, set_alias
+    from tweetforge.registry.versions import set_alias
 
-    try:
-        version = set_alias(engine(), ref, alias)
-    except RegistryError as exc:
-        raise fail(str(exc)) from None
+    version = set_alias(engine(), ref, alias)
     console.print(f"{version.name}:{alias} → {version.ref}")
 
 
@@ -619,18 +616,15 @@ def generate(
     as_json: JsonOption = False,
 ) -> None:
     """Write posts like the author. Every one is labelled as generated."""
-    from tweetforge.generate import GenerationError, Sampling, generate_posts
-    from tweetforge.registry import RegistryError, ensure_copy_index, resolve
+    from tweetforge.generation.generate import Sampling, generate_posts
+    from tweetforge.registry.versions import ensure_copy_index, resolve
 
     quiet_libraries()
-    try:
-        version = resolve(engine(), model)
-        if not allow_copies:
-            ensure_copy_index(engine(), version)
-        sampling = Sampling(temperature, top_p, top_k, repetition_penalty, one_line)
-        generation = generate_posts(version, prompt, n, author, sampling, seed, copy_filter=not allow_copies)
-    except (RegistryError, GenerationError) as exc:
-        raise fail(str(exc)) from None
+    version = resolve(engine(), model)
+    if not allow_copies:
+        ensure_copy_index(engine(), version)
+    sampling = Sampling(temperature, top_p, top_k, repetition_penalty, one_line)
+    generation = generate_posts(version, prompt, n, author, sampling, seed, copy_filter=not allow_copies)
     if as_json:
         print_json({"model": version.ref, **generation.to_dict()})
         return
@@ -651,37 +645,22 @@ EvalSeed = Annotated[int, typer.Option("--seed", help="Sampling seed, the same f
 MaxTestPosts = Annotated[int, typer.Option("--max-test-posts", help="Test posts scored for bits per character.")]
 ReportTo = Annotated[str, typer.Option("--report-to", help="trackio, wandb or none.")]
 
-TABLE_ROWS = (
-    ("test posts", "test_posts", "{:,}"), ("bits per char ↓", "bits_per_char", "{:.4f}"), ("token perplexity", "token_perplexity", "{:.2f}"),
-    ("distinct-1 ↑", "distinct_1", "{:.3f}"), ("distinct-2 ↑", "distinct_2", "{:.3f}"), ("self-BLEU ↓", "self_bleu", "{:.1f}"),
-    ("length distance, chars ↓", "length_chars_wasserstein", "{:.1f}"), ("length KS, chars ↓", "length_chars_ks", "{:.3f}"),
-    ("length distance, words ↓", "length_words_wasserstein", "{:.2f}"), ("mean chars (real {real})", "mean_chars", "{:.0f}"),
-    ("ends properly", "ended_share", "{:.1%}"), ("copies (8 words or whole)", "copy_rate", "{:.1%}"),
-    ("exact copies", "exact_copy_rate", "{:.1%}"), ("copies with filter", "copy_rate_filtered", "{:.1%}"),
-    ("dropped by filter", "filter_dropped_share", "{:.1%}"), ("detectability (0.5 best)", "detectability", "{:.3f}"),
-    ("author attribution", "attribution_accuracy", "{:.1%}"), ("seconds", "seconds", "{:.0f}"),
-)
-
-
-def evaluation_table(evaluations: list) -> Table:  # type: ignore[type-arg]
+def evaluation_table(evaluations: list[Evaluation]) -> Table:
     """Metrics as rows, one column per model; token perplexity only where the tokenizer is the first model's."""
-    first = evaluations[0]
-    table = Table("", *[e.subject for e in evaluations], title=f"test split of {first.dataset}")
-    for label, key, fmt in TABLE_ROWS:
+    from tweetforge.evaluation.report import METRICS, TABLE_METRICS, cell
+
+    first = evaluations[0].metrics
+    table = Table("", *[e.subject for e in evaluations], title=f"test split of {evaluations[0].dataset}")
+    for key in TABLE_METRICS:
         if key == "attribution_accuracy" and not any(key in e.metrics for e in evaluations):
             continue
-        cells = []
-        for e in evaluations:
-            value = e.seconds if key == "seconds" else e.metrics.get(key)
-            if key == "token_perplexity" and e.metrics.get("tokenizer") != first.metrics.get("tokenizer"):
-                cells.append("other tokenizer")
-            else:
-                cells.append("—" if value is None else fmt.format(value))
-        table.add_row(label.format(real=f"{first.metrics['real_mean_chars']:.0f}"), *cells)
+        title = METRICS[key].title + (f" (real {first['real_mean_chars']:.0f})" if key == "mean_chars" else "")
+        table.add_row(title, *[cell(key, e.metrics, first) for e in evaluations])
+    table.add_row("seconds", *[f"{e.seconds:.0f}" for e in evaluations])
     return table
 
 
-def print_copies(evaluation: Any, limit: int = 3) -> None:
+def print_copies(evaluation: Evaluation, limit: int = 3) -> None:
     for copy in evaluation.copies[:limit]:
         console.print(f"[dim]{evaluation.subject} copied ({copy['kind']}, {copy['words_in_a_row']} words in a row):[/]", highlight=False)
         console.print(f"  generated: {copy['generated']}", highlight=False, markup=False)
@@ -710,21 +689,15 @@ class evaluation_progress:
         self.progress.update(self.tasks[key], completed=done, total=total)
 
 
-def _run_evaluations(refs: list[str], dataset: str | None, settings: Any, fresh: tuple[str, ...], report_to: str, quiet: bool):  # type: ignore[no-untyped-def]
+def _run_evaluations(refs: list[str], dataset: str | None, settings: EvalSettings, *, fresh: tuple[str, ...], report_to: str,
+                     quiet: bool) -> Comparison:
     from tweetforge.config import get_settings
-    from tweetforge.evaluate import EvaluationError, run_evaluations
-    from tweetforge.generate import GenerationError
-    from tweetforge.models.base import BaseModelError
-    from tweetforge.registry import RegistryError
-    from tweetforge.store.snapshots import DatasetError
+    from tweetforge.evaluation.evaluate import run_evaluations
 
     quiet_libraries()
-    try:
-        with evaluation_progress(disable=quiet) as on_progress:
-            return run_evaluations(engine(), get_settings().resolved_home, refs, dataset, settings, fresh=fresh,
-                                   report_to=report_to, progress=on_progress)
-    except (EvaluationError, GenerationError, RegistryError, DatasetError, BaseModelError, ValueError) as exc:
-        raise fail(str(exc)) from None
+    with evaluation_progress(disable=quiet) as on_progress:
+        return run_evaluations(engine(), get_settings().resolved_home, refs, dataset, settings, fresh=fresh,
+                               report_to=report_to, progress=on_progress)
 
 
 @app.command()
@@ -739,14 +712,11 @@ def evaluate(
     as_json: JsonOption = False,
 ) -> None:
     """Measure a model on a frozen test split: bits per char, diversity, length, memorization, detectability."""
-    from tweetforge.evaluate import EvalSettings, untuned_base_of
-    from tweetforge.registry import RegistryError, resolve
+    from tweetforge.evaluation.evaluate import EvalSettings, untuned_base_of
+    from tweetforge.registry.versions import resolve
 
     settings = EvalSettings(samples=samples, seed=seed, max_test_posts=max_test_posts)
-    try:
-        version = resolve(engine(), model)
-    except RegistryError as exc:
-        raise fail(str(exc)) from None
+    version = resolve(engine(), model)
     refs = [model]
     if baselines:
         refs += ["markov"] + (["base"] if untuned_base_of(engine(), version) else [])
@@ -772,8 +742,8 @@ def compare(
     as_json: JsonOption = False,
 ) -> None:
     """Several models side by side on one test split (stored evaluations with the same settings are reused)."""
-    from tweetforge.evaluate import EvalSettings
-    from tweetforge.plots import plot_comparison
+    from tweetforge.evaluation.evaluate import EvalSettings
+    from tweetforge.evaluation.plots import plot_comparison
 
     settings = EvalSettings(samples=samples, seed=seed, max_test_posts=max_test_posts)
     comparison = _run_evaluations(models, dataset, settings, fresh=(), report_to=report_to, quiet=as_json)
@@ -799,17 +769,12 @@ def promote(
 ) -> None:
     """Make a version its name's champion if it is no worse than the current one on the same test split."""
     from tweetforge.config import get_settings
-    from tweetforge.evaluate import EvaluationError
-    from tweetforge.promotion import PromotionError
-    from tweetforge.promotion import promote as run_promotion
+    from tweetforge.evaluation.promotion import promote as run_promotion
 
     quiet_libraries()
-    try:
-        with evaluation_progress(disable=as_json) as on_progress:
-            decision = run_promotion(engine(), get_settings().resolved_home, model, alias, margin, max_copy_rate, force,
-                                     report_to=report_to, progress=on_progress)
-    except (PromotionError, EvaluationError, ValueError) as exc:
-        raise fail(str(exc)) from None
+    with evaluation_progress(disable=as_json) as on_progress:
+        decision = run_promotion(engine(), get_settings().resolved_home, model, alias, margin, max_copy_rate, force,
+                                 report_to=report_to, progress=on_progress)
     summary = {"candidate": decision.candidate.ref, "champion": decision.champion.ref if decision.champion else None, "alias": alias,
                "promoted": decision.promoted, "forced": decision.forced, "reasons": decision.reasons, "dataset": decision.dataset,
                "candidate_bits_per_char": decision.candidate_metrics["bits_per_char"], "candidate_copy_rate": decision.candidate_metrics["copy_rate"],
@@ -825,13 +790,13 @@ def promote(
             forced = " (forced past: " + "; ".join(decision.reasons) + ")" if decision.forced else ""
             console.print(f"{decision.candidate.name}:{alias} → {decision.candidate.ref}{forced}", highlight=False)
     if not decision.promoted:
-        raise fail(f"promotion of {decision.candidate.ref} refused: " + "; ".join(decision.reasons) + " (--force to override; logged)")
+        raise TweetforgeError(f"promotion of {decision.candidate.ref} refused: " + "; ".join(decision.reasons) + " (--force to override; logged)")
 
 
 @app.command()
 def promotions(name: Annotated[str | None, typer.Argument()] = None, as_json: JsonOption = False) -> None:
     """Every promotion decision: who, when, from which version to which, the numbers, forced or refused."""
-    from tweetforge.promotion import promotion_log
+    from tweetforge.evaluation.promotion import promotion_log
 
     log = promotion_log(engine(), name)
     if as_json:
@@ -867,12 +832,12 @@ def ab_create(
     as_json: JsonOption = False,
 ) -> None:
     """Start an experiment; requests for its name are split between the variants by user."""
-    from tweetforge.experiments import ExperimentError, create_experiment, parse_variant
+    from tweetforge.experiments.ab import (
+        create_experiment,
+        parse_variant,
+    )
 
-    try:
-        experiment = create_experiment(engine(), name, [parse_variant(v) for v in variant], metric, min_sample, alpha, auto_promote)
-    except ExperimentError as exc:
-        raise fail(str(exc)) from None
+    experiment = create_experiment(engine(), name, [parse_variant(v) for v in variant], metric, min_sample, alpha, auto_promote)
     if as_json:
         print_json(experiment.summary())
         return
@@ -883,7 +848,7 @@ def ab_create(
 @ab_app.command("list")
 def ab_list(as_json: JsonOption = False) -> None:
     """Every experiment and its state."""
-    from tweetforge.experiments import list_experiments
+    from tweetforge.experiments.ab import list_experiments
 
     found = list_experiments(engine())
     if as_json:
@@ -907,14 +872,14 @@ def ab_status(
 ) -> None:
     """Exposures, conversions, rates with 95% intervals, P(best) and the sequential test's decision (acted on
     when the experiment auto-promotes)."""
-    from tweetforge.experiments import ExperimentError, apply_decision, experiment_status
-    from tweetforge.plots import plot_experiment
+    from tweetforge.experiments.ab import (
+        apply_decision,
+        experiment_status,
+    )
+    from tweetforge.experiments.plots import plot_experiment
 
-    try:
-        status = experiment_status(engine(), name)
-        promoted = apply_decision(engine(), status)
-    except ExperimentError as exc:
-        raise fail(str(exc)) from None
+    status = experiment_status(engine(), name)
+    promoted = apply_decision(engine(), status)
     if plot:
         plot_experiment(status, plot)
     if as_json:
@@ -944,24 +909,18 @@ def ab_promote(
     variant: Annotated[str | None, typer.Option("--variant", help="Promote this variant even without a conclusive result.")] = None,
 ) -> None:
     """Make the winning variant's model version its name's champion and end the experiment (logged)."""
-    from tweetforge.experiments import ExperimentError, promote_variant
+    from tweetforge.experiments.ab import promote_variant
 
-    try:
-        target = promote_variant(engine(), name, variant)
-    except ExperimentError as exc:
-        raise fail(str(exc)) from None
+    target = promote_variant(engine(), name, variant)
     console.print(f"{target.model_name}:champion → {target.model_ref} (variant {target.name} of {name})", highlight=False)
 
 
 @ab_app.command("stop")
 def ab_stop(name: str) -> None:
     """Stop an experiment: its name no longer splits traffic."""
-    from tweetforge.experiments import ExperimentError, stop_experiment
+    from tweetforge.experiments.ab import stop_experiment
 
-    try:
-        experiment = stop_experiment(engine(), name)
-    except ExperimentError as exc:
-        raise fail(str(exc)) from None
+    experiment = stop_experiment(engine(), name)
     console.print(f"Experiment {experiment.name} stopped", highlight=False)
 
 
@@ -980,8 +939,8 @@ def serve(
     import uvicorn
 
     from tweetforge.config import get_settings
-    from tweetforge.serve.api import create_app
-    from tweetforge.serve.service import Service, ServiceSettings
+    from tweetforge.serving.api import create_app
+    from tweetforge.serving.service import Service, ServiceSettings
 
     quiet_libraries()
     settings = get_settings()
@@ -998,10 +957,46 @@ def serve(
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
+db_app = typer.Typer(help="The SQL store's schema: its revision, and bringing it up to date.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("current")
+def db_current(as_json: JsonOption = False) -> None:
+    """The store's schema revision, and the newest this tweetforge knows (without upgrading)."""
+    from tweetforge.config import get_settings
+    from tweetforge.db.engine import create_store_engine
+    from tweetforge.db.migrate import head, revision
+
+    store = create_store_engine(get_settings().resolved_database_url)
+    current, newest = revision(store), head()
+    if as_json:
+        print_json({"url": store.url.render_as_string(hide_password=True), "current": current, "head": newest, "up_to_date": current == newest})
+        return
+    state = "up to date" if current == newest else "behind: tweetforge db upgrade (or any command) upgrades it"
+    console.print(f"{store.url.render_as_string(hide_password=True)}: revision {current or 'none'}, newest {newest} ({state})", highlight=False)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the store's schema to the newest revision (every command also does this the first time it opens a store)."""
+    from tweetforge.config import get_settings
+    from tweetforge.db.engine import create_store_engine
+    from tweetforge.db.migrate import upgrade
+
+    store = create_store_engine(get_settings().resolved_database_url)
+    done = upgrade(store)
+    where = store.url.render_as_string(hide_password=True)
+    if done.changed:
+        console.print(f"{where}: upgraded from revision {done.before or 'none'} to {done.after}", highlight=False)
+    else:
+        console.print(f"{where}: already at revision {done.after}", highlight=False)
+
+
 @app.command()
 def formats() -> None:
     """The input formats `ingest` reads (detected from content; --format overrides)."""
-    from tweetforge.sources import FORMATS
+    from tweetforge.data.sources import FORMATS
 
     table = Table("format", "what")
     for name, description in FORMATS.items():

@@ -1,2 +1,2 @@
-"""Models: base-model resolution, the causal-LM wrapper (pretrained, LoRA, from scratch), the LSTM,
-tokenizers."""
+"""Kept so that `import tweetforge.models.lstm`, which exported LSTM model cards tell users to run, goes
+on working; the models live in tweetforge.training.models."""

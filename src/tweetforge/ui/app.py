@@ -13,8 +13,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from tweetforge.generate import Sampling
-from tweetforge.serve.service import Service, ServiceError
+from tweetforge.generation.generate import Sampling
+from tweetforge.serving.service import Service, ServiceError
 from tweetforge.ui import dashboard
 
 MAX_POSTS = 10
@@ -167,7 +167,7 @@ def build_ui(service: Service, admin_token: str | None = None, plots: Path | Non
                     gr.update(value=dashboard.NO_RUNNING_EXPERIMENT, visible=not running), gr.update(interactive=bool(running)))
 
         def on_load(stored_user: str | None, chosen: str | None):
-            from tweetforge.experiments import new_user_id
+            from tweetforge.experiments.ab import new_user_id
 
             state = page_state()
             values = [value for _, value in state["choices"]]
@@ -260,7 +260,7 @@ def build_ui(service: Service, admin_token: str | None = None, plots: Path | Non
 
         # dashboard
         def show_version(ref: str | None):
-            from tweetforge.registry import resolve
+            from tweetforge.registry.versions import resolve
 
             if not ref:
                 return gr.update(value=dashboard.NO_MODELS, visible=True), image(None), "", table([]), image(None)
@@ -277,7 +277,7 @@ def build_ui(service: Service, admin_token: str | None = None, plots: Path | Non
             return view.text, table(view.rows), image(view.plot)
 
         def on_dashboard():
-            from tweetforge.experiments import list_experiments
+            from tweetforge.experiments.ab import list_experiments
 
             data = dashboard.data_view(engine, plots)
             shown = dashboard.versions(engine)
@@ -301,7 +301,11 @@ def build_ui(service: Service, admin_token: str | None = None, plots: Path | Non
 
         def admin(action: str):
             def run(token: str, name: str | None):
-                from tweetforge.experiments import ExperimentError, promote_variant, stop_experiment
+                from tweetforge.experiments.ab import (
+                    ExperimentError,
+                    promote_variant,
+                    stop_experiment,
+                )
 
                 if admin_token is None or not secrets.compare_digest((token or "").encode(), admin_token.encode()):
                     return "**Refused:** wrong admin token.", *show_experiment(name)
@@ -325,7 +329,7 @@ def build_ui(service: Service, admin_token: str | None = None, plots: Path | Non
 
         # models
         def show_card(ref: str | None) -> str:
-            from tweetforge.registry import resolve
+            from tweetforge.registry.versions import resolve
 
             return dashboard.model_card(resolve(engine, ref)) if ref else ""
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from tweetforge.registry import ModelVersion
+from tweetforge.registry.versions import ModelVersion
 
 
 @dataclass
@@ -48,15 +48,20 @@ RECENT_POSTS = 20
 def data_view(engine: Engine, plots: Path) -> View:
     """The default cleaning rules over every stored post: per author downloaded / retweets / short /
     duplicates / kept, and posts per month with the length histogram."""
-    from tweetforge.clean import STATS_COLUMNS, CleaningRules, clean, cleaning_stats
-    from tweetforge.plots import plot_data_stats
-    from tweetforge.store.posts import read_posts
+    from tweetforge.data.clean import (
+        STATS_COLUMNS,
+        CleaningRules,
+        clean,
+        cleaning_stats,
+    )
+    from tweetforge.data.plots import plot_data_stats
+    from tweetforge.data.store import read_posts
 
     with engine.connect() as conn:
         frame = read_posts(conn, None)
     if frame.height == 0:
         return View(empty="No posts stored yet. Import some: `tweetforge ingest example:trump` (or a CSV / X archive of your own).")
-    from tweetforge.clean import OPTIONAL_STATS
+    from tweetforge.data.clean import OPTIONAL_STATS
 
     cleaned = clean(frame, CleaningRules())
     stats = cleaning_stats(cleaned)
@@ -69,7 +74,7 @@ def data_view(engine: Engine, plots: Path) -> View:
 
 
 def versions(engine: Engine) -> list[ModelVersion]:
-    from tweetforge.registry import list_versions
+    from tweetforge.registry.versions import list_versions
 
     return sorted(list_versions(engine), key=lambda v: (v.name, -v.version))
 
@@ -78,6 +83,8 @@ NO_MODELS = "No models yet. Train one: `tweetforge train DATASET` (`make demo` d
 
 
 def models_view(engine: Engine) -> View:
+    from tweetforge.evaluation.report import METRICS
+
     shown = versions(engine)
     if not shown:
         return View(empty=NO_MODELS)
@@ -88,8 +95,7 @@ def models_view(engine: Engine) -> View:
         test = tests.get(v.dataset) or next(iter(tests.values()), {})  # its own snapshot's test split first
         rows.append({"model": v.ref, "aliases": ", ".join(v.aliases), "kind": v.kind, "dataset": v.dataset,
                      "created": v.created_at.strftime("%Y-%m-%d %H:%M"), "val. perplexity": _number(m.get("val_perplexity")),
-                     "test bits/char": _number(test.get("bits_per_char")), "copy rate": _percent(test.get("copy_rate")),
-                     "detectability": _number(test.get("detectability"))})
+                     **{METRICS[key].title: METRICS[key].show(test.get(key)) for key in ("bits_per_char", "copy_rate", "detectability")}})
     return View(rows)
 
 
@@ -108,7 +114,7 @@ def model_card(version: ModelVersion) -> str:
 
 def training_view(version: ModelVersion, plots: Path) -> View:
     """The curve saved with the version; drawn from its history when the file is missing."""
-    from tweetforge.plots import plot_training_curve
+    from tweetforge.training.plots import plot_training_curve
 
     curve = version.path / "training_curve.png"
     if curve.exists():
@@ -124,9 +130,14 @@ def training_view(version: ModelVersion, plots: Path) -> View:
 def evaluation_view(engine: Engine, version: ModelVersion, plots: Path) -> View:
     """The version's latest evaluation beside its baselines and the other versions of its name evaluated on
     the same test split with the same settings: a table and the comparison plot."""
-    from tweetforge.evaluate import evaluated_alongside, evaluations_of, held_out_posts
-    from tweetforge.plots import COMPARED_METRICS, plot_comparison
-    from tweetforge.store.snapshots import get_snapshot
+    from tweetforge.data.snapshots import get_snapshot
+    from tweetforge.evaluation.evaluate import (
+        evaluated_alongside,
+        evaluations_of,
+        held_out_posts,
+    )
+    from tweetforge.evaluation.plots import plot_comparison
+    from tweetforge.evaluation.report import CARD_METRICS, METRICS, cell
 
     mine = evaluations_of(engine, version.ref)
     if not mine:
@@ -135,7 +146,7 @@ def evaluation_view(engine: Engine, version: ModelVersion, plots: Path) -> View:
     evaluation = mine[-1]
     others = [v.ref for v in versions(engine) if v.name == version.name and v.ref != version.ref]
     compared = [evaluation, *evaluated_alongside(engine, version, evaluation, others)]
-    rows = [{"model": e.subject, **{label: _number(e.metrics.get(key), scale) for key, label, scale in COMPARED_METRICS}}
+    rows = [{"model": e.subject, **{METRICS[key].title: cell(key, e.metrics, evaluation.metrics) for key in CARD_METRICS}}
             for e in compared]
     snapshot = get_snapshot(engine, evaluation.dataset)
     authors = version.params.get("authors") or None
@@ -152,15 +163,15 @@ NO_RUNNING_EXPERIMENT = f"No experiment is running. {START_EXPERIMENT}"
 
 
 def experiment_names(engine: Engine, running_only: bool = False) -> list[str]:
-    from tweetforge.experiments import list_experiments
+    from tweetforge.experiments.ab import list_experiments
 
     return [e.name for e in list_experiments(engine) if e.status == "running" or not running_only]
 
 
 def experiment_view(engine: Engine, name: str, plots: Path) -> View:
     """Each variant's rate with its 95% interval and P(best), the decision state, and the rates over time."""
-    from tweetforge.experiments import experiment_status
-    from tweetforge.plots import plot_experiment
+    from tweetforge.experiments.ab import experiment_status
+    from tweetforge.experiments.plots import plot_experiment
 
     status = experiment_status(engine, name)
     what = "win rate" if status.experiment.metric == "arena" else f"{status.experiment.metric} rate"

@@ -1,0 +1,159 @@
+"""The ingest stage: read a source, refuse opted-out authors, stop at (or skip) bad records, and merge
+everything into the store in one transaction recorded as an import run."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, insert, update
+
+from tweetforge.data.post import BadRecord, Post
+from tweetforge.data.sources import Source, SourceError
+from tweetforge.data.store import (
+    STAGE_BATCH,
+    begin_staging,
+    gc_paused,
+    import_cache,
+    merge_staged,
+    opted_out_handles,
+    stage,
+)
+from tweetforge.db.schema import import_skips, imports
+
+
+@dataclass
+class ImportResult:
+    import_id: int
+    source: str
+    format: str
+    records: int = 0
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    repeated: int = 0
+    """Records whose id appeared earlier in the same file with the same text."""
+    refused: int = 0
+    """Posts of opted-out authors."""
+    skipped: list[BadRecord] = field(default_factory=list)
+    authors: dict[str, int] = field(default_factory=dict)
+    duration_s: float = 0.0
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def ingest(
+    engine: Engine,
+    source: Source,
+    skip_bad: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> ImportResult:
+    """Import a source in one transaction. Raises SourceError (the store unchanged) on the first bad
+    record unless skip_bad, and when every post was refused."""
+    started = time.perf_counter()
+    try:
+        # Hash the file on the other core while this one parses it (hashlib and file reads release the GIL).
+        with ThreadPoolExecutor(max_workers=1) as hasher:
+            fingerprint = hasher.submit(source.fingerprint)
+            return _ingest(engine, source, skip_bad, progress, started, fingerprint)
+    except (OSError, LookupError) as exc:  # unreadable file, unknown encoding
+        raise SourceError(source.spec, str(exc)) from None
+
+
+def _ingest(
+    engine: Engine,
+    source: Source,
+    skip_bad: bool,
+    progress: Callable[[int], None] | None,
+    started: float,
+    fingerprint: Future[str],
+) -> ImportResult:
+    where = source.spec
+    with engine.begin() as conn, import_cache(conn):
+        import_id = conn.execute(
+            insert(imports).values(
+                source=source.spec,
+                format=source.format,
+                file_hash="",  # set below, in the same transaction, once the hash is ready
+                author_override=source.options.author,
+                started_at=now_utc(),
+            )
+        ).inserted_primary_key[0]
+        result = ImportResult(import_id=import_id, source=source.spec, format=source.format)
+        blocked = opted_out_handles(conn)
+        begin_staging(conn)
+        first_seen: dict[tuple[str, str], tuple[int, int]] = {}
+        """(network, post_id) -> (hash of the text, record) of its first occurrence in this source."""
+        authors = result.authors
+        skipped = result.skipped
+        batch: list[Post] = []
+        records = repeated = refused = 0
+        with gc_paused():
+            for item in source.posts():
+                records += 1
+                if isinstance(item, BadRecord):
+                    if not skip_bad:
+                        raise SourceError(where, f"{item.location}: {item.reason} (--skip-bad imports the other records)")
+                    skipped.append(item)
+                    continue
+                key = (item.network, item.post_id)
+                text_hash = hash(item.text)
+                earlier = first_seen.get(key)
+                if earlier is not None:
+                    if text_hash == earlier[0]:
+                        repeated += 1
+                        continue
+                    reason = f"id {item.post_id} already appeared at line {earlier[1]} with a different text"
+                    if not skip_bad:
+                        raise SourceError(where, f"line {item.record}: {reason} (--skip-bad keeps the first)")
+                    skipped.append(BadRecord(f"line {item.record}", reason))
+                    continue
+                first_seen[key] = (text_hash, item.record)
+                author = item.author
+                if blocked and author.lower() in blocked:
+                    refused += 1
+                    continue
+                authors[author] = authors.get(author, 0) + 1
+                batch.append(item)
+                if len(batch) >= STAGE_BATCH:
+                    stage(conn, batch)
+                    batch.clear()
+                    if progress:
+                        progress(records)
+        stage(conn, batch)
+        result.records, result.repeated, result.refused = records, repeated, refused
+        if progress:
+            progress(result.records)
+        if result.refused and not result.authors:
+            raise SourceError(where, f"all {result.refused:,} posts are by opted-out authors: nothing imported")
+        if not result.authors and not result.repeated and not result.refused:
+            raise SourceError(where, "no readable posts" + (f" ({len(result.skipped)} bad records skipped)" if result.skipped else ""))
+        counts = merge_staged(conn, import_id)
+        result.new, result.updated, result.unchanged = counts.new, counts.updated, counts.unchanged
+        if result.skipped:
+            conn.execute(
+                insert(import_skips),
+                [{"import_id": import_id, "n": n, "location": b.location, "reason": b.reason} for n, b in enumerate(result.skipped)],
+            )
+        result.duration_s = time.perf_counter() - started
+        conn.execute(
+            update(imports)
+            .where(imports.c.id == import_id)
+            .values(
+                file_hash=fingerprint.result(),
+                duration_s=result.duration_s,
+                records=result.records,
+                new=result.new,
+                updated=result.updated,
+                unchanged=result.unchanged,
+                repeated=result.repeated,
+                skipped=len(result.skipped),
+                refused=result.refused,
+            )
+        )
+    return result

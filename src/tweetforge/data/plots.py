@@ -1,0 +1,37 @@
+"""The data plot: kept posts per month and their lengths, per author."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from tweetforge.plotting import pyplot, save
+
+
+def plot_data_stats(cleaned: pl.DataFrame, path: Path) -> Path:
+    """Per author: kept posts per month, and the length distribution of kept posts."""
+    plt = pyplot()
+
+    kept = cleaned.filter(pl.col("drop_reason").is_null())
+    authors = kept.group_by("author").len().sort("len", descending=True)["author"].to_list()[:8]
+    fig, (monthly, lengths) = plt.subplots(1, 2, figsize=(13, 4.5))
+    for author in authors:
+        mine = kept.filter(pl.col("author") == author)
+        per_month = (
+            mine.drop_nulls("created_at")
+            .group_by(pl.col("created_at").dt.truncate("1mo").alias("month"))
+            .len()
+            .sort("month")
+        )
+        monthly.plot(per_month["month"].to_list(), per_month["len"].to_list(), label=f"@{author}", lw=1.2)
+        lengths.hist(mine["text"].str.len_chars().to_list(), bins=40, range=(0, 300), alpha=0.5, label=f"@{author}")
+    monthly.set_title("kept posts per month")
+    monthly.set_ylabel("posts")
+    lengths.set_title("length of kept posts (characters, after cleaning)")
+    lengths.set_xlabel("characters")
+    lengths.set_ylabel("posts")
+    for ax in (monthly, lengths):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    return save(fig, path)

@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from tweetforge.errors import TweetforgeError
+
+
+class SourceError(TweetforgeError):
+    """A source that cannot be read: the message names the file, the line or record, and what is wrong."""
+
+    def __init__(self, where: str, what: str, line: int | None = None, record: int | None = None):
+        self.where = where
+        self.what = what
+        self.line = line
+        self.record = record
+        location = where
+        if line is not None:
+            location += f", line {line}"
+        elif record is not None:
+            location += f", record {record}"
+        super().__init__(f"{location}: {what}")

@@ -1,0 +1,58 @@
+"""Engine creation: a SQLite file in WAL mode with real transactions by default, PostgreSQL by URL; the
+schema is brought up to date the first time a process opens a store."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+from tweetforge.db.migrate import upgrade
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin (SQLAlchemy's
+        # documented recipe); otherwise DDL and SELECTs run outside the import's transaction.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection):  # type: ignore[no-untyped-def]
+        # execution_options(sqlite_begin="BEGIN IMMEDIATE") takes the write lock at once (migrations do)
+        connection.exec_driver_sql(connection.get_execution_options().get("sqlite_begin", "BEGIN"))
+
+
+def create_store_engine(url: str) -> Engine:
+    """An engine for the store at url, its schema as it is (engine_for also brings it up to date)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url)
+        _configure_sqlite(engine)
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    return engine
+
+
+@lru_cache(maxsize=8)
+def engine_for(url: str) -> Engine:
+    """The store at url, upgraded to the newest schema on first use in this process."""
+    engine = create_store_engine(url)
+    upgrade(engine)
+    return engine
+
+
+def get_engine() -> Engine:
+    from tweetforge.config import get_settings
+
+    return engine_for(get_settings().resolved_database_url)

@@ -1,0 +1,1 @@
+"""Which is better? A/B experiments between model versions and their statistics."""

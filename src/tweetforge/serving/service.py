@@ -1,0 +1,344 @@
+"""The service layer behind every interface (REST, streaming, GraphQL, the web UI): which model version a
+request reaches (a name's champion, an exact version, or a running experiment's variant for this user),
+generation through that model's batcher and the copy filter, the generation log, and feedback."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine
+
+from tweetforge.errors import TweetforgeError
+from tweetforge.generation.generate import (
+    Job,
+    Sample,
+    Sampling,
+    draw_without_copies,
+    post_prefix,
+)
+from tweetforge.registry.copy_index import CopyIndex
+from tweetforge.registry.versions import ModelVersion
+
+STREAM_TIMEOUT_S = 600.0
+"""A streamed post waits at most this long for its next token (the batcher ends every stream it takes)."""
+DECISION_INTERVAL_S = 10.0
+"""How often feedback re-checks a running experiment's decision (it reads all its events)."""
+
+
+class ServiceError(TweetforgeError):
+    """A request the service refuses, with the HTTP status and a message a person can act on."""
+
+    def __init__(self, status: int, code: str, message: str, retry_after: int | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
+
+
+def overloaded(loaded: "LoadedModel", exc: Exception) -> ServiceError:
+    return ServiceError(503, "overloaded", f"{loaded.version.ref} is busy ({exc}); retry shortly", retry_after=1)
+
+
+@dataclass
+class LoadedModel:
+    version: ModelVersion
+    model: Any
+    tokenizer: Any
+    info: dict[str, Any]
+    copy_index: CopyIndex
+    batcher: Any
+
+
+@dataclass
+class Served:
+    generation_id: str
+    version: ModelVersion
+    experiment: str | None
+    variant: str | None
+    user_id: str
+    author: str | None
+    posts: list[Sample]
+    filtered_copies: int
+    dropped: int
+
+
+@dataclass
+class ServiceSettings:
+    models: list[str] = field(default_factory=list)
+    """What to load at start: names or name:version; empty = every registered name's champion (or latest)."""
+    max_batch: int = 16
+    max_wait_ms: float = 10.0
+    queue_size: int = 64
+    copy_filter: bool = True
+
+
+class Service:
+    def __init__(self, engine: Engine, settings: ServiceSettings | None = None):
+        self.engine, self.settings = engine, settings or ServiceSettings()
+        self.batch_observers: list[Any] = []
+        """Called with (posts, seconds, tokens) after each batch or decoding step: an app's metrics add theirs."""
+        self._pool: dict[str, LoadedModel] = {}
+        self.failures: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._decided_at: dict[str, float] = {}
+
+    # ------------------------------------------------------------ models
+
+    def _wanted(self) -> list[str]:
+        from tweetforge.registry.versions import list_versions
+
+        if self.settings.models:
+            return list(self.settings.models)
+        return sorted({v.name for v in list_versions(self.engine)})
+
+    def _load(self, version: ModelVersion) -> LoadedModel:
+        from tweetforge.generation.generate import load_copy_index, load_model
+        from tweetforge.registry.versions import ensure_copy_index
+        from tweetforge.serving.batching import Batcher
+        from tweetforge.serving.continuous import ContinuousBatcher
+
+        model, tokenizer, info = load_model(str(version.path))
+        ensure_copy_index(self.engine, version)
+        index = load_copy_index(str(version.path))
+        recurrent = getattr(model.config, "model_type", "") == "tweetforge-lstm"  # its state is not a key/value cache
+        batcher = (Batcher if recurrent else ContinuousBatcher)(model, tokenizer, info.get("generation", {}).get("max_new_tokens", 96), self.settings.max_batch,
+                          self.settings.max_wait_ms, self.settings.queue_size, observe=self._observe_batch)
+        return LoadedModel(version, model, tokenizer, info, index, batcher)
+
+    def _observe_batch(self, posts: int, seconds: float, tokens: int) -> None:
+        for observe in self.batch_observers:
+            observe(posts, seconds, tokens)
+
+    def load(self) -> None:
+        """Load every wanted model into a new pool and swap it in at once: requests already holding a model
+        finish on it. A model that fails to load is reported by readiness; the others serve."""
+        from tweetforge.registry.versions import resolve
+
+        pool: dict[str, LoadedModel] = {}
+        failures: dict[str, str] = {}
+        for ref in self._wanted():
+            try:
+                version = resolve(self.engine, ref)
+                current = self._pool.get(version.ref)
+                pool[version.ref] = current if current is not None else self._load(version)
+            except Exception as exc:  # noqa: BLE001 - any failure to load is reported, not fatal
+                failures[ref] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        with self._lock:
+            old, self._pool, self.failures = self._pool, pool, failures
+        for ref, loaded in old.items():
+            if ref not in pool:
+                loaded.batcher.stop()
+
+    def loaded(self) -> list[LoadedModel]:
+        return list(self._pool.values())
+
+    def _model(self, version: ModelVersion) -> LoadedModel:
+        loaded = self._pool.get(version.ref)
+        if loaded is not None:
+            return loaded
+        with self._lock:  # a version named explicitly, or an experiment variant: loaded on first use
+            loaded = self._pool.get(version.ref)
+            if loaded is None:
+                try:
+                    loaded = self._load(version)
+                except Exception as exc:  # noqa: BLE001
+                    raise ServiceError(503, "model_unavailable", f"{version.ref} cannot be loaded: {exc}") from None
+                self._pool = {**self._pool, version.ref: loaded}
+        return loaded
+
+    # ------------------------------------------------------------ routing
+
+    def route(self, model: str, user_id: str) -> tuple[ModelVersion, str | None, str | None]:
+        """(version, experiment, variant): a running experiment's name assigns the user a variant (sticky),
+        anything else is a registry reference."""
+        from tweetforge.experiments.ab import ExperimentError, assign, get_experiment
+        from tweetforge.registry.versions import RegistryError, resolve
+
+        try:
+            experiment = get_experiment(self.engine, model)
+        except ExperimentError:
+            experiment = None
+        if experiment is not None and experiment.status == "running":
+            variant = assign(experiment, user_id)
+            return resolve(self.engine, variant.model_ref), experiment.name, variant.name
+        try:
+            return resolve(self.engine, model), None, None
+        except RegistryError as exc:
+            raise ServiceError(404, "unknown_model", str(exc)) from None
+
+    # ------------------------------------------------------------ generation
+
+    def _post_prefix(self, loaded: LoadedModel, author: str | None) -> tuple[list[int], str | None]:
+        from tweetforge.generation.generate import GenerationError
+
+        try:
+            return post_prefix(loaded.tokenizer, loaded.info, author)
+        except GenerationError as exc:
+            raise ServiceError(422, "bad_author", str(exc)) from None
+
+    def draw(self, loaded: LoadedModel, prompt: str, n: int, author: str | None, sampling: Sampling, seed: int | None,
+             cancelled: threading.Event | None = None) -> tuple[list[Sample], int, int, str | None]:
+        """(posts, draws filtered as copies, posts dropped, author written as)."""
+        from tweetforge.generation.generate import GenerationError
+        from tweetforge.serving.batching import ClientGone, Overloaded
+
+        prefix, author = self._post_prefix(loaded, author)
+        base_seed = seed if seed is not None else random.getrandbits(31)
+
+        def draw(count: int, draw_seed: int) -> list[Sample]:
+            return loaded.batcher.draw(Job(tuple(prefix), prompt, count), sampling, draw_seed if seed is not None else None, cancelled)
+
+        try:
+            samples, filtered, dropped = draw_without_copies(draw, n, base_seed, loaded.copy_index if self.settings.copy_filter else None)
+        except Overloaded as exc:
+            raise overloaded(loaded, exc) from None
+        except GenerationError as exc:
+            raise ServiceError(422, "bad_request", str(exc)) from None
+        except ClientGone as exc:
+            raise ServiceError(499, "client_closed_request", str(exc)) from None
+        return samples, filtered, dropped, author
+
+    def generate(self, model: str, prompt: str = "", n: int = 1, author: str | None = None, sampling: Sampling | None = None,
+                 seed: int | None = None, user_id: str | None = None, cancelled: threading.Event | None = None) -> Served:
+        """`cancelled`, set when the client goes away, withdraws the request from its model's queue."""
+        from tweetforge.experiments.ab import new_user_id
+
+        user_id = user_id or new_user_id()
+        version, experiment, variant = self.route(model, user_id)
+        sampling = sampling or Sampling()
+        samples, filtered, dropped, author = self.draw(self._model(version), prompt, n, author, sampling, seed, cancelled)
+        return self._log(version, experiment, variant, user_id, author, prompt, n, sampling, seed, samples, filtered, dropped)
+
+    def _log(self, version: ModelVersion, experiment: str | None, variant: str | None, user_id: str, author: str | None, prompt: str,
+             n: int, sampling: Sampling, seed: int | None, samples: list[Sample], filtered: int, dropped: int,
+             pair_id: str | None = None) -> Served:
+        from tweetforge.experiments.ab import log_generation
+
+        posts = [{"text": s.text, "ended": s.ended, "filtered_copies": s.filtered_copies, "generated": True} for s in samples]
+        params = {"n": n, "author": author, "temperature": sampling.temperature, "top_p": sampling.top_p,
+                  "max_chars": sampling.max_chars, "seed": seed}
+        generation_id = log_generation(self.engine, version.name, version.version, prompt, params, posts, user_id, experiment, variant,
+                                       pair_id)
+        return Served(generation_id, version, experiment, variant, user_id, author, samples, filtered, dropped)
+
+    def stream(self, model: str, prompt: str = "", n: int = 1, author: str | None = None, sampling: Sampling | None = None,
+               seed: int | None = None, user_id: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(event, data) pairs: `start`; per post `token` deltas as they are made, `discard` when the finished
+        post copies a training post (it is re-drawn), `post` when it is kept; then `done` with the generation id.
+        Each post is one request to the model's batcher with a streamer, so streamed posts share decoding
+        steps with everything else being served; a seed makes them run alone, reproducibly. Closing the
+        stream (the client went away) takes the post out of the batch."""
+        from transformers import TextIteratorStreamer
+
+        from tweetforge.experiments.ab import new_user_id
+        from tweetforge.generation.generate import (
+            MAX_REDRAWS,
+            REDRAW_SEED_STEP,
+            GenerationError,
+        )
+        from tweetforge.serving.batching import ClientGone, Overloaded
+
+        user_id = user_id or new_user_id()
+        version, experiment, variant = self.route(model, user_id)
+        sampling = sampling or Sampling()
+        loaded = self._model(version)
+        prefix, author = self._post_prefix(loaded, author)
+        yield "start", {"model": version.name, "version": version.version, "experiment": experiment, "variant": variant, "user_id": user_id}
+        kept: list[Sample] = []
+        filtered = dropped = 0
+        gone = threading.Event()
+        try:
+            for i in range(n):
+                for attempt in range(MAX_REDRAWS + 1):
+                    streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=STREAM_TIMEOUT_S)
+                    draw_seed = seed + i + attempt * REDRAW_SEED_STEP if seed is not None else None
+                    try:
+                        future = loaded.batcher.submit(Job(tuple(prefix), prompt, 1), sampling, draw_seed, gone, streamer)
+                    except Overloaded as exc:
+                        raise overloaded(loaded, exc) from None
+                    if prompt:
+                        yield "token", {"post": i, "text": prompt}
+                    for delta in streamer:
+                        if delta:
+                            yield "token", {"post": i, "text": delta}
+                    try:
+                        sample = future.result()[0]
+                    except (GenerationError, ClientGone) as exc:
+                        raise ServiceError(422, "bad_request", str(exc)) from None
+                    if self.settings.copy_filter and loaded.copy_index.copies(sample.text):
+                        filtered += 1
+                        yield "discard", {"post": i, "reason": "copies a training post; drawing again"}
+                        continue
+                    sample.filtered_copies = attempt
+                    kept.append(sample)
+                    yield "post", {"post": i, "text": sample.text, "ended": sample.ended, "filtered_copies": attempt, "generated": True}
+                    break
+                else:
+                    dropped += 1
+        finally:
+            gone.set()  # a stream closed early leaves the batch; after the last post this changes nothing
+        served = self._log(version, experiment, variant, user_id, author, prompt, n, sampling, seed, kept, filtered, dropped)
+        yield "done", {"generation_id": served.generation_id, "model": version.name, "version": version.version, "experiment": experiment,
+                       "variant": variant, "user_id": user_id, "filtered_copies": filtered, "dropped": dropped,
+                       "posts": [{"text": s.text, "generated": True, "ended": s.ended, "filtered_copies": s.filtered_copies} for s in kept]}
+
+    def arena(self, experiment_name: str, prompt: str = "", author: str | None = None, sampling: Sampling | None = None,
+              user_id: str | None = None) -> tuple[str, str, list[Served]]:
+        """(pair id, user id, two generations from two variants in a random order) for a pairwise vote."""
+        import uuid
+
+        from tweetforge.experiments.ab import (
+            ExperimentError,
+            arena_pair,
+            get_experiment,
+            new_user_id,
+        )
+        from tweetforge.registry.versions import resolve
+
+        user_id = user_id or new_user_id()
+        try:
+            experiment = get_experiment(self.engine, experiment_name)
+        except ExperimentError as exc:
+            raise ServiceError(404, "unknown_experiment", str(exc)) from None
+        if experiment.status != "running":
+            raise ServiceError(409, "experiment_not_running", f"experiment {experiment.name} is {experiment.status}")
+        pair_id = str(uuid.uuid4())
+        sampling = sampling or Sampling()
+        shown = []
+        for variant in arena_pair(experiment, user_id, pair_id):
+            version = resolve(self.engine, variant.model_ref)
+            samples, filtered, dropped, written_as = self.draw(self._model(version), prompt, 1, author, sampling, None)
+            shown.append(self._log(version, experiment.name, variant.name, user_id, written_as, prompt, 1, sampling, None,
+                                   samples, filtered, dropped, pair_id))
+        return pair_id, user_id, shown
+
+    def feedback(self, generation_id: str, event: str, winner_id: str | None = None, user_id: str | None = None) -> int:
+        """Returns the event's id once it is committed; then a running experiment's decision is applied."""
+        from sqlalchemy import select
+
+        from tweetforge.db.schema import generations
+        from tweetforge.experiments.ab import (
+            ExperimentError,
+            apply_decision,
+            experiment_status,
+            record_feedback,
+        )
+
+        try:
+            event_id = record_feedback(self.engine, generation_id, event, winner_id, user_id)
+        except ExperimentError as exc:
+            status = 404 if str(exc).startswith("no generation") else 422
+            raise ServiceError(status, "bad_feedback", str(exc)) from None
+        with self.engine.connect() as conn:
+            experiment = conn.execute(select(generations.c.experiment).where(generations.c.id == generation_id)).scalar()
+        now = time.monotonic()
+        if experiment and now - self._decided_at.get(experiment, 0.0) >= DECISION_INTERVAL_S:
+            self._decided_at[experiment] = now
+            try:
+                apply_decision(self.engine, experiment_status(self.engine, experiment))
+            except ExperimentError:
+                pass  # the event is stored; a decision can wait for the next one
+        return event_id

@@ -1,0 +1,2 @@
+"""Models: base-model resolution, the causal-LM wrapper (pretrained, LoRA, from scratch), the LSTM,
+tokenizers."""

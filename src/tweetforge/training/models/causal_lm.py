@@ -1,0 +1,107 @@
+"""Transformer causal LMs: a pretrained base (LoRA by default, or full fine-tune), or a small GPT-2 built
+from a config for training from scratch. Exports are plain Hugging Face directories that
+`transformers.pipeline("text-generation", model=DIR)` loads without tweetforge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+LLAMA_LIKE_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+GPT2_TARGETS = r".*\.attn\.(c_attn|c_proj)"
+"""GPT-2's attention projections; a bare 'c_proj' would also catch the MLP's."""
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+
+
+def lora_targets(model: torch.nn.Module) -> list[str] | str:
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    if set(LLAMA_LIKE_TARGETS) <= names:
+        return LLAMA_LIKE_TARGETS
+    if "c_attn" in names:
+        return GPT2_TARGETS
+    return "all-linear"
+
+
+def input_embedding_name(model: torch.nn.Module) -> str:
+    embeddings = model.get_input_embeddings()
+    for name, module in model.named_modules():
+        if module is embeddings:
+            return name.rsplit(".", 1)[-1]
+    raise ValueError("model has no input embedding module")
+
+
+def add_control_tokens(model: Any, tokenizer: Any, tokens: list[str]) -> list[int]:
+    """Add tokens (author controls) the vocabulary lacks, growing the embeddings to match."""
+    missing = [t for t in tokens if t not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    return tokenizer.convert_tokens_to_ids(tokens)
+
+
+def load_pretrained(path: Path, control_tokens: list[str], lora: LoraSettings | None, frozen_bf16: bool = True):
+    """(model, tokenizer) from a Hugging Face directory (a base model or an exported version, the LSTM
+    included), with any missing control tokens added. Without LoRA every weight is float32 and trains.
+    With LoRA the base weights are frozen (held in bf16 when frozen_bf16: half the memory, and faster
+    where bf16 matmuls are) and only adapters and the new control-token embeddings train."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import tweetforge.training.models.lstm  # noqa: F401 - registers the LSTM architecture with the Auto classes
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    dtype = torch.bfloat16 if (lora and frozen_bf16) else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    new_ids = add_control_tokens(model, tokenizer, control_tokens) if control_tokens else []
+    if lora is None:
+        return model, tokenizer
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora_targets(model),
+        trainable_token_indices={input_embedding_name(model): new_ids} if new_ids else None,
+        task_type="CAUSAL_LM",
+    )
+    peft_model = get_peft_model(model, config)
+    for parameter in peft_model.parameters():
+        if parameter.requires_grad:
+            parameter.data = parameter.data.float()
+    return peft_model, tokenizer
+
+
+def build_scratch(tokenizer: Any, layers: int, width: int, block_size: int):
+    """A GPT-2 architecture from a config, sized by the user; heads of 64 dimensions (at least one)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=max(block_size, 256),
+        n_embd=width,
+        n_layer=layers,
+        n_head=max(1, width // 64),
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return GPT2LMHeadModel(config)
+
+
+def unwrap_for_export(model: Any) -> Any:
+    """Merge LoRA adapters (and trained control tokens) into the weights, in float32 so the merge is exact."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    return model.float()

@@ -1,0 +1,556 @@
+"""Training, top to bottom: posts → token blocks → model → loop (eval, early stop, checkpoints) → registry.
+
+Posts are packed with end-of-post separators into full blocks (no padding), so every token computed is
+a real one; multi-author models see an author control token after each separator. One loop serves every
+model kind: a pretrained causal LM with LoRA (default) or full fine-tuning, a GPT-2 from scratch, the
+LSTM — each is a Hugging Face model returning logits."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tweetforge.data.post import MAX_POST_CHARS
+from tweetforge.errors import TweetforgeError
+from tweetforge.training.models.base import DEFAULT_BASE
+from tweetforge.training.models.tokenizers import author_token
+
+KINDS = ("pretrained", "scratch", "lstm")
+DEFAULT_LEARNING_RATE = {"lora": 1e-3, "full": 5e-5, "scratch": 1e-3, "lstm": 2e-3}
+
+
+class TrainingError(TweetforgeError):
+    """A run that cannot start or continue; the message says why and what to do."""
+
+
+@dataclass
+class TrainConfig:
+    dataset: str
+    name: str | None = None
+    """Registry name; default: the dataset name without a trailing -vN."""
+    base: str = DEFAULT_BASE
+    """A hub id or local directory, or 'lstm' or 'scratch'."""
+    from_model: str | None = None
+    """Continue training a registered version (name:version) on this dataset."""
+    full: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    layers: int = 4
+    width: int = 256
+    vocab_size: int = 8000
+    block_size: int = 64
+    batch_size: int = 8
+    learning_rate: float | None = None
+    epochs: float = 2.0
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    warmup: float = 0.05
+    weight_decay: float = 0.0
+    eval_every: int = 50
+    eval_blocks: int = 256
+    patience: int = 3
+    checkpoint_every: int = 50
+    seed: int = 42
+    precision: str = "auto"
+    """'bf16' (autocast), 'fp32', or 'auto': bf16 where a measured bf16 matmul beats fp32 (AMX, AVX512-BF16)."""
+    compile: bool = False
+    threads: int | None = None
+    report_to: str = "trackio"
+
+    @property
+    def kind(self) -> str:
+        if self.base == "lstm":
+            return "lstm"
+        if self.base == "scratch":
+            return "scratch"
+        return "pretrained"
+
+    @property
+    def method(self) -> str:
+        if self.kind != "pretrained":
+            return self.kind
+        return "full" if self.full else "lora"
+
+    @property
+    def model_name(self) -> str:
+        if self.name:
+            return self.name
+        head, sep, tail = self.dataset.rpartition("-v")
+        return head if sep and tail.isdigit() and head else self.dataset
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class RunState:
+    """What a checkpoint restores: where the loop was, and what it has seen."""
+
+    step: int = 0
+    best_val_loss: float = math.inf
+    best_step: int = 0
+    evals_without_improvement: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    tokens: int = 0
+    stopped_because: str = ""
+
+
+# ---------------------------------------------------------------- data
+
+
+def encode_posts(tokenizer: Any, texts: list[str], authors: list[str] | None) -> list[list[int]]:
+    """Each post as [end-of-post, (author token), text tokens]: the separator before a post is what a
+    prompt starts with at generation, so a generated post starts like a post."""
+    eos = tokenizer.eos_token_id
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    if authors is None:
+        return [[eos, *t] for t in ids]
+    controls = {a: tokenizer.convert_tokens_to_ids(author_token(a)) for a in set(authors)}
+    return [[eos, controls[a], *t] for t, a in zip(ids, authors)]
+
+
+def pack(sequences: list[list[int]], block_size: int) -> torch.Tensor:
+    """Concatenate and cut into full blocks; the tail shorter than a block is dropped."""
+    stream = [token for sequence in sequences for token in sequence]
+    n_blocks = len(stream) // block_size
+    if n_blocks == 0:
+        raise TrainingError(f"the posts give {len(stream)} tokens, fewer than one block of {block_size}")
+    return torch.tensor(stream[: n_blocks * block_size], dtype=torch.long).view(n_blocks, block_size)
+
+
+def epoch_order(n_blocks: int, seed: int, epoch: int) -> torch.Tensor:
+    """The block order of an epoch: a function of (seed, epoch) alone, so a resumed run sees the same data."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n_blocks, generator=generator)
+
+
+# ---------------------------------------------------------------- model
+
+
+def use_bf16(precision: str) -> bool:
+    if precision == "bf16":
+        return True
+    if precision == "fp32":
+        return False
+    if precision != "auto":
+        raise TrainingError(f"--precision {precision!r}: use auto, bf16 or fp32")
+    return bf16_matmul_is_faster()
+
+
+@lru_cache(maxsize=1)
+def bf16_matmul_is_faster() -> bool:
+    """Measure rather than guess from CPU flags: with AMX or AVX512-BF16 a bf16 matmul is several times
+    faster than fp32; without them (plain AVX-512 or AVX2) oneDNN emulates bf16 and it is several times
+    slower. Costs ~0.1 s once per process."""
+    a32, b32 = torch.randn(256, 576), torch.randn(576, 1536)
+    timings = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = a32.to(dtype), b32.to(dtype)
+        a @ b
+        start = time.perf_counter()
+        for _ in range(8):
+            a @ b
+        timings[dtype] = time.perf_counter() - start
+    return timings[torch.bfloat16] < 0.8 * timings[torch.float32]
+
+
+def causal_lm_loss(model: Any, blocks: torch.Tensor, bf16: bool) -> torch.Tensor:
+    """Mean next-token cross-entropy over the block's B x (T-1) predictions. The targets are shifted
+    instead of the logits (the last position's target is ignored), so the B x T x vocabulary logits are
+    used in place rather than copied by a slice and reshape, forward and backward."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = model(input_ids=blocks).logits
+    targets = torch.nn.functional.pad(blocks[:, 1:], (0, 1), value=-100)
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100)
+
+
+@torch.inference_mode()
+def evaluate_loss(model: Any, blocks: torch.Tensor, batch_size: int, bf16: bool) -> float:
+    """Run on the eager model even when training is compiled: evaluation's grad mode, eval() flag and
+    last short batch would each make torch.compile recompile."""
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, blocks.shape[0], batch_size):
+        batch = blocks[start : start + batch_size]
+        total += causal_lm_loss(model, batch, bf16).item() * batch.shape[0]
+        count += batch.shape[0]
+    model.train()
+    return total / max(count, 1)
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Only what training changes: adapters for LoRA, every weight otherwise."""
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if k in names}
+
+
+def learning_rate_at(step: int, total: int, peak: float, warmup_fraction: float) -> float:
+    warmup = max(1, int(total * warmup_fraction))
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: RunState, best: dict | None) -> None:
+    """Atomic: written beside, fsynced, renamed; its sha256 goes into checkpoint.json (also renamed into
+    place) so that a torn or corrupted file is detected on resume rather than silently used."""
+    payload = {
+        "model": trainable_state(model),
+        "optimizer": optimizer.state_dict(),
+        "state": asdict(state),
+        "best": best,
+        "rng": torch.get_rng_state(),
+    }
+    target, tmp = run_dir / "checkpoint.pt", run_dir / "checkpoint.pt.tmp"
+    with open(tmp, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+    meta = {"step": state.step, "sha256": sha256_of(target), "bytes": target.stat().st_size, "saved_at": datetime.now().isoformat()}
+    (run_dir / "checkpoint.json.tmp").write_text(json.dumps(meta))
+    os.replace(run_dir / "checkpoint.json.tmp", run_dir / "checkpoint.json")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_checkpoint(run_dir: Path) -> dict[str, Any]:
+    target, meta_path = run_dir / "checkpoint.pt", run_dir / "checkpoint.json"
+    if not target.exists() or not meta_path.exists():
+        raise TrainingError(f"{run_dir} has no complete checkpoint to resume from: start a new run without --resume")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TrainingError(f"checkpoint record {meta_path} is corrupt ({exc}): start a new run without --resume") from None
+    if sha256_of(target) != meta.get("sha256"):
+        raise TrainingError(
+            f"checkpoint {target} is corrupt: its sha256 does not match the one recorded at step {meta.get('step')}; "
+            "it will not be used (start a new run without --resume)"
+        )
+    try:
+        return torch.load(target, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing
+        raise TrainingError(f"checkpoint {target} cannot be read ({exc}): start a new run without --resume") from None
+
+
+# ---------------------------------------------------------------- the run
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    run_dir: Path
+    model: Any
+    tokenizer: Any
+    state: RunState
+    config: TrainConfig
+    base_description: str
+    authors: list[str]
+    multi_author: bool
+    bf16: bool
+    """Whether the run trained under bf16 autocast."""
+    max_post_tokens: int
+    """Tokens of the longest training post that fits MAX_POST_CHARS: the generation limit."""
+
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+def prepare_model(config: TrainConfig, texts: list[str], control_tokens: list[str], home: Path, resolve_from: Callable[[str], Path] | None):
+    """(model, tokenizer, description) for the kind of run asked for."""
+    from tweetforge.training.models.causal_lm import (
+        LoraSettings,
+        build_scratch,
+        load_pretrained,
+    )
+
+    if config.from_model:
+        if resolve_from is None:
+            raise TrainingError("--from needs the registry")
+        directory = resolve_from(config.from_model)
+        info = json.loads((directory / "tweetforge.json").read_text())
+        if info["kind"] == "lstm" or info["kind"] == "scratch" or config.full:
+            model, tokenizer = load_pretrained(directory, control_tokens, lora=None)
+            return model, tokenizer, f"registered model {config.from_model} ({info['kind']}, full weights)"
+        model, tokenizer = load_pretrained(directory, control_tokens, LoraSettings(config.lora_r, config.lora_alpha),
+                                           frozen_bf16=use_bf16(config.precision))
+        return model, tokenizer, f"registered model {config.from_model} (new LoRA adapters)"
+    if config.kind in ("lstm", "scratch"):
+        from tweetforge.training.models.tokenizers import train_bpe_tokenizer
+
+        tokenizer = train_bpe_tokenizer(texts, config.vocab_size, control_tokens)
+        if config.kind == "scratch":
+            model = build_scratch(tokenizer, config.layers, config.width, config.block_size)
+            return model, tokenizer, f"GPT-2 from scratch ({config.layers} layers, {config.width} wide, BPE vocabulary {len(tokenizer)})"
+        from tweetforge.training.models.lstm import (
+            TweetLSTMConfig,
+            TweetLSTMForCausalLM,
+        )
+
+        lstm_config = TweetLSTMConfig(
+            vocab_size=len(tokenizer), embedding_size=config.width, hidden_size=2 * config.width,
+            num_layers=max(1, min(config.layers, 3)),
+            bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        )
+        return TweetLSTMForCausalLM(lstm_config), tokenizer, (
+            f"LSTM ({lstm_config.num_layers} layers, {lstm_config.hidden_size} hidden, BPE vocabulary {len(tokenizer)})"
+        )
+    from tweetforge.training.models.base import resolve_base
+
+    resolved = resolve_base(config.base, home / "cache" / "base")
+    lora = None if config.full else LoraSettings(config.lora_r, config.lora_alpha)
+    model, tokenizer = load_pretrained(resolved.path, control_tokens, lora, frozen_bf16=use_bf16(config.precision))
+    how = "full fine-tune" if config.full else f"LoRA r={config.lora_r}"
+    return model, tokenizer, f"{resolved.describe()}, {how}"
+
+
+def keep_freed_memory() -> Callable[[], None]:
+    """Have glibc keep freed memory for reuse; returns the function that restores its defaults.
+
+    By default glibc serves every block above its mmap threshold (at most 32 MiB) with a fresh mmap and
+    unmaps it on free, so each step's largest tensors (the batch x block x 49,152 logits and their
+    gradient, about 100 MB each for SmolLM2) arrive as new zero-filled pages: hundreds of MB of page
+    faults per step. Serving them from the heap and not trimming it lets the next step reuse the same
+    pages: +10-18% tokens/s measured for LoRA on SmolLM2-135M (benchmarks/train.py, RESULTS.md). Linux with
+    glibc only; elsewhere a no-op."""
+    import ctypes
+    import platform
+    import sys
+
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return lambda: None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    m_trim_threshold, m_mmap_max = -1, -4
+    mallopt(m_mmap_max, 0)
+    mallopt(m_trim_threshold, 2**31 - 1)
+
+    def restore() -> None:
+        mallopt(m_mmap_max, 65536)
+        mallopt(m_trim_threshold, 128 * 1024)
+        malloc_trim(0)
+
+    return restore
+
+
+def train(
+    config: TrainConfig,
+    snapshot: Any,
+    home: Path,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    progress: ProgressCallback | None = None,
+    resolve_from: Callable[[str], Path] | None = None,
+) -> TrainResult:
+    """Train on a snapshot's train split, evaluating on its validation split. With resume, run_dir holds
+    the interrupted run, whose saved config wins."""
+    restore_allocator = keep_freed_memory()
+    try:
+        return _train(config, snapshot, home, run_dir, resume, progress, resolve_from)
+    finally:
+        restore_allocator()
+
+
+def configure_cpu(config: TrainConfig) -> None:
+    """Process-wide settings a run uses (benchmarks/train.py calls it too, to measure what train() does)."""
+    torch.set_num_threads(config.threads or os.cpu_count() or 1)
+
+
+def _train(
+    config: TrainConfig,
+    snapshot: Any,
+    home: Path,
+    run_dir: Path | None,
+    resume: bool,
+    progress: ProgressCallback | None,
+    resolve_from: Callable[[str], Path] | None,
+) -> TrainResult:
+    from tweetforge.data.snapshots import read_snapshot
+    from tweetforge.training.tracking import Tracker
+
+    configure_cpu(config)
+    torch.manual_seed(config.seed)
+
+    train_posts = read_snapshot(snapshot, "train")
+    validation_posts = read_snapshot(snapshot, "validation")
+    if train_posts.height == 0:
+        raise TrainingError(f"dataset {snapshot.name} has no training posts")
+    authors = sorted(set(train_posts["author"].to_list()), key=str.lower)
+    multi_author = len(authors) > 1
+    control_tokens = [author_token(a) for a in authors] if multi_author else []
+    texts = train_posts["text"].to_list()
+
+    model, tokenizer, description = prepare_model(config, texts, control_tokens, home, resolve_from)
+    sequences = encode_posts(tokenizer, texts, train_posts["author"].to_list() if multi_author else None)
+    train_blocks = pack(sequences, config.block_size)
+    prefix = 2 if multi_author else 1
+    fitting = [len(s) - prefix for s, t in zip(sequences, texts) if len(t) <= MAX_POST_CHARS] or [len(s) - prefix for s in sequences]
+    validation_blocks = None
+    if validation_posts.height:
+        try:
+            validation_blocks = pack(
+                encode_posts(tokenizer, validation_posts["text"].to_list(), validation_posts["author"].to_list() if multi_author else None),
+                config.block_size,
+            )[: config.eval_blocks]
+        except TrainingError:
+            validation_blocks = None
+    if len(train_blocks) < config.batch_size:
+        raise TrainingError(
+            f"dataset {snapshot.name} gives {len(train_blocks)} training blocks of {config.block_size} tokens, fewer than one "
+            f"batch of {config.batch_size}: import more posts or lower --batch-size"
+        )
+
+    bf16 = use_bf16(config.precision)
+    peak_lr = config.learning_rate or DEFAULT_LEARNING_RATE[config.method]
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    try:
+        optimizer = torch.optim.AdamW(parameters, lr=peak_lr, weight_decay=config.weight_decay, fused=True)
+    except (RuntimeError, TypeError):
+        optimizer = torch.optim.AdamW(parameters, lr=peak_lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(train_blocks) / config.batch_size)
+    total_steps = max(1, math.ceil(config.epochs * steps_per_epoch))
+    if config.max_steps:
+        total_steps = min(total_steps, config.max_steps)
+
+    state, best = RunState(), None
+    run_id = run_dir.name if run_dir else f"{config.model_name}-{datetime.now():%Y%m%d-%H%M%S}-{os.urandom(2).hex()}"
+    run_dir = run_dir or home / "runs" / run_id
+    if resume:
+        checkpoint = load_checkpoint(run_dir)
+        missing = model.load_state_dict(checkpoint["model"], strict=False)
+        if missing.unexpected_keys:
+            raise TrainingError(f"checkpoint in {run_dir} does not fit this model (unexpected {missing.unexpected_keys[:3]})")
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        state = RunState(**checkpoint["state"])
+        best = checkpoint["best"]
+        torch.set_rng_state(checkpoint["rng"])
+    else:
+        run_dir.mkdir(parents=True, exist_ok=False)
+    (run_dir / "config.json").write_text(json.dumps({**asdict(config), "snapshot_hash": snapshot.content_hash}, indent=2))
+    (run_dir / "status").write_text("running")
+
+    tracked = {
+        **asdict(config),
+        "dataset_hash": snapshot.content_hash,
+        "base_description": description,
+        "torch": torch.__version__,
+        "transformers": __import__("transformers").__version__,
+        "train_blocks": len(train_blocks),
+        "train_tokens_per_epoch": train_blocks.numel(),
+        "trainable_parameters": sum(p.numel() for p in parameters),
+        "bf16": bf16,
+    }
+    tracker = Tracker(config.report_to, home, run_id, tracked, resume=resume)
+    compiled = torch.compile(model) if config.compile else model
+    model.train()
+    budget = config.max_minutes * 60 if config.max_minutes else None
+    session_start, session_tokens = time.perf_counter(), 0
+    seconds_before = state.seconds
+
+    def report(extra: dict[str, Any]) -> None:
+        if progress:
+            progress({"step": state.step, "total_steps": total_steps, **extra})
+
+    report({"phase": "start", "description": description})
+    while state.step < total_steps:
+        epoch, offset = divmod(state.step, steps_per_epoch)
+        order = epoch_order(len(train_blocks), config.seed, epoch)
+        batch = train_blocks[order[offset * config.batch_size : (offset + 1) * config.batch_size]]
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate_at(state.step, total_steps, peak_lr, config.warmup)
+        # an epoch's last short batch runs eager rather than triggering a recompile for its shape
+        loss = causal_lm_loss(compiled if len(batch) == config.batch_size else model, batch, bf16)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        state.tokens += batch.numel()
+        session_tokens += batch.numel()
+        elapsed = time.perf_counter() - session_start
+        state.seconds = seconds_before + elapsed
+        tokens_per_second = session_tokens / max(elapsed, 1e-9)
+        metrics = {"train/loss": loss.item(), "train/tokens_per_second": tokens_per_second, "train/lr": optimizer.param_groups[0]["lr"]}
+
+        evaluate_now = validation_blocks is not None and (state.step % config.eval_every == 0 or state.step == total_steps)
+        out_of_time = budget is not None and state.seconds >= budget
+        if validation_blocks is not None and out_of_time and not evaluate_now:
+            evaluate_now = True
+        if evaluate_now:
+            val_loss = evaluate_loss(model, validation_blocks, config.batch_size, bf16)
+            metrics.update({"eval/loss": val_loss, "eval/perplexity": math.exp(min(val_loss, 50))})
+            state.history.append({"step": state.step, "train_loss": loss.item(), "val_loss": val_loss, "seconds": state.seconds})
+            if val_loss < state.best_val_loss - 1e-4:
+                state.best_val_loss, state.best_step, state.evals_without_improvement = val_loss, state.step, 0
+                best = trainable_state(model)
+            else:
+                state.evals_without_improvement += 1
+        tracker.log(metrics, step=state.step)
+        report({"phase": "step", "loss": loss.item(), "val_loss": metrics.get("eval/loss"), "tokens_per_second": tokens_per_second})
+
+        if state.evals_without_improvement >= config.patience:
+            state.stopped_because = f"early stop: no validation improvement in {config.patience} evaluations"
+        elif out_of_time:
+            state.stopped_because = f"time budget of {config.max_minutes:g} minutes reached"
+        if state.step % config.checkpoint_every == 0 or state.stopped_because:
+            save_checkpoint(run_dir, model, optimizer, state, best)
+        if state.stopped_because:
+            break
+    if not state.stopped_because:
+        state.stopped_because = f"finished {total_steps} steps"
+    if best is not None and state.best_step != state.step:
+        model.load_state_dict(best, strict=False)  # end on the best validated weights
+    save_checkpoint(run_dir, model, optimizer, state, best)
+    peak_rss_mb = _peak_rss_mb()
+    tracker.log({"final/best_val_loss": state.best_val_loss if best is not None else float("nan"), "final/peak_rss_mb": peak_rss_mb,
+                 "final/tokens": state.tokens}, step=state.step)
+    tracker.finish()
+    (run_dir / "status").write_text("finished")
+    report({"phase": "done", "stopped_because": state.stopped_because})
+    return TrainResult(
+        run_id=run_id, run_dir=run_dir, model=model, tokenizer=tokenizer, state=state, config=config,
+        base_description=description, authors=authors, multi_author=multi_author, bf16=bf16, max_post_tokens=max(fitting),
+    )
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def find_resumable_run(home: Path, model_name: str) -> Path:
+    own = re.compile(rf"^{re.escape(model_name)}-\d{{8}}-\d{{6}}-[0-9a-f]{{4}}$")  # not another name's runs
+    runs = sorted((p for p in (home / "runs").glob("*") if own.match(p.name)), key=lambda p: p.stat().st_mtime, reverse=True)
+    for run in runs:
+        if (run / "status").exists() and (run / "status").read_text() != "finished":
+            return run
+    raise TrainingError(f"no interrupted run of {model_name} to resume under {home / 'runs'}")
