@@ -8,8 +8,8 @@ import shutil
 import zipfile
 
 import pytest
-from conftest import STORE_TABLES, archive_tweet, run_cli, shared, table_dump, ytd
 
+from conftest import STORE_TABLES, archive_tweet, run_cli, shared, table_dump, ytd
 from tweetforge.data.ingest import ingest
 from tweetforge.data.sources import ReadOptions, open_source
 from tweetforge.db.engine import engine_for

@@ -6,8 +6,8 @@ from datetime import datetime
 
 import polars as pl
 import pytest
-from conftest import shared
 
+from conftest import shared
 from tweetforge.data.clean import CleaningRules, clean, cleaning_stats
 from tweetforge.data.ingest import ingest
 from tweetforge.data.sources import ReadOptions, open_source

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from conftest import ROOT, shared
 from tweetforge.cli import app
 from tweetforge.data.ingest import ingest
-from tweetforge.data.sources import ReadOptions, open_source
+from tweetforge.data.sources import open_source
 from tweetforge.data.store import read_posts
 from tweetforge.db.engine import engine_for
 from tweetforge.db.migrate import MIGRATIONS, SchemaError, head, revision

@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 import sacrebleu
 import torch
-from conftest import quick, shared
 
+from conftest import quick, shared
 from tweetforge.data.snapshots import SnapshotRequest, create_snapshot
 from tweetforge.evaluation.evaluate import (
     EvalSettings,

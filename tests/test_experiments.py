@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from conftest import quick, table_dump
 
+from conftest import quick, table_dump
 from tweetforge.experiments.ab import (
     ExperimentError,
     arena_pair,

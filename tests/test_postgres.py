@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import STORE_TABLES, archive_tweet, make_archive, shared, table_dump
 
+from conftest import STORE_TABLES, archive_tweet, make_archive, shared, table_dump
 from tweetforge.data.ingest import ingest
 from tweetforge.data.snapshots import SnapshotRequest, create_snapshot, read_snapshot
 from tweetforge.data.sources import ReadOptions, SourceError, open_source

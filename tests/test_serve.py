@@ -7,12 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import schemathesis
-from conftest import quick
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from sqlalchemy import select
 
+from conftest import quick
 from tweetforge.db.schema import feedback, generations
 from tweetforge.registry.versions import register
 from tweetforge.serving.api import create_app

@@ -9,8 +9,8 @@ import duckdb
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
-from conftest import archive_tweet, make_archive, shared
 
+from conftest import archive_tweet, make_archive, shared
 from tweetforge.data.clean import CleaningRules
 from tweetforge.data.ingest import ingest
 from tweetforge.data.snapshots import (

@@ -6,8 +6,8 @@ import csv
 from datetime import datetime
 
 import pytest
-from conftest import archive_tweet, make_archive, shared
 
+from conftest import archive_tweet, make_archive, shared
 from tweetforge.data.post import BadRecord, Post
 from tweetforge.data.sources import ReadOptions, SourceError, open_source
 

@@ -4,9 +4,9 @@ skipped records, opt-outs."""
 from __future__ import annotations
 
 import pytest
-from conftest import STORE_TABLES, archive_tweet, make_archive, shared, table_dump
 from sqlalchemy import func, select
 
+from conftest import STORE_TABLES, archive_tweet, make_archive, shared, table_dump
 from tweetforge.data.ingest import ingest
 from tweetforge.data.optout import add_optout, list_optouts, remove_optout
 from tweetforge.data.sources import ReadOptions, SourceError, open_source

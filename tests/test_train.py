@@ -9,8 +9,8 @@ import sys
 
 import pytest
 import torch
-from conftest import quick, run_cli, shared
 
+from conftest import quick, run_cli, shared
 from tweetforge.data.snapshots import SnapshotRequest, create_snapshot
 from tweetforge.generation.generate import (
     GenerationError,

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import quick, shared
 from sqlalchemy import select
 
+from conftest import quick, shared
 from tweetforge.data.ingest import ingest
 from tweetforge.data.snapshots import SnapshotRequest, create_snapshot
 from tweetforge.data.sources import ReadOptions, open_source
@@ -55,7 +55,7 @@ class LiveServer:
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> "LiveServer":
+    def __enter__(self) -> LiveServer:
         self.thread.start()
         deadline = time.monotonic() + 60
         while not self.server.started:

@@ -38,7 +38,7 @@ class ServiceError(TweetforgeError):
         self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
 
 
-def overloaded(loaded: "LoadedModel", exc: Exception) -> ServiceError:
+def overloaded(loaded: LoadedModel, exc: Exception) -> ServiceError:
     return ServiceError(503, "overloaded", f"{loaded.version.ref} is busy ({exc}); retry shortly", retry_after=1)
 
 
