@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 export GRADIO_ANALYTICS_ENABLED := False
 export DO_NOT_TRACK := 1
 
-.PHONY: demo test benchmark clean
+.PHONY: demo test lint benchmark clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -57,7 +57,11 @@ demo: $(VENV)/.installed-dev
 	echo "Web UI and API: TWEETFORGE_HOME=$(DEMO_HOME) $(VENV)/bin/tweetforge serve, then open http://127.0.0.1:8000/"
 
 test: $(VENV)/.installed-dev $(CHROMIUM)
+	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed-dev
+	$(VENV)/bin/ruff check src tests benchmarks
 
 # The browser tests drive Debian's chromium (never `playwright install`: no browser downloads).
 $(CHROMIUM):

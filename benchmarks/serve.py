@@ -420,7 +420,8 @@ def two_model_run(home: Path, first: dict, second: dict, requests_each: int, con
         with httpx.Client(timeout=BODY_TIMEOUT_S) as client:
             for ref in (first["ref"], second["ref"]):
                 results = run_level(client, server.url, ref, concurrency, 600.0, requests_each)
-                out["requests"][ref] = {"ok": sum(r.status == 200 for r in results), "errors": [f"{r.status}: {r.error}" for r in results if r.status != 200]}
+                errors = [f"{r.status}: {r.error}" for r in results if r.status != 200]
+                out["requests"][ref] = {"ok": sum(r.status == 200 for r in results), "errors": errors}
         out["rss_after_mib"] = server.memory()
         log(f"two models: RSS {out['rss_after_mib']['VmRSS']:,.0f} MiB now, {out['rss_after_mib']['VmHWM']:,.0f} MiB peak "
             f"(ready: {out['rss_ready_mib']['VmRSS']:,.0f} MiB)")

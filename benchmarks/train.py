@@ -224,7 +224,8 @@ def child(variant: str, texts_path: Path, base: Path, steps: int, warmup: int) -
     settings = dict(SETTINGS[variant])
     if settings.get("default"):
         defaults = tf_train.TrainConfig(dataset="bench")
-        settings = {"block": defaults.block_size, "compile": defaults.compile or settings.get("compile", False), "bf16": tf_train.use_bf16(defaults.precision),
+        settings = {"block": defaults.block_size, "compile": defaults.compile or settings.get("compile", False),
+                    "bf16": tf_train.use_bf16(defaults.precision),
                     "threads": defaults.threads, "full": defaults.full}
         if hasattr(tf_train, "configure_cpu"):
             tf_train.configure_cpu(defaults)

@@ -7,6 +7,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import polars as pl
 import pytest
 import torch
 from sqlalchemy import text
@@ -15,6 +16,7 @@ from tweetforge.data.ingest import ingest
 from tweetforge.data.snapshots import SnapshotRequest, create_snapshot
 from tweetforge.data.sources import ReadOptions, open_source
 from tweetforge.db.engine import engine_for
+from tweetforge.evaluation.evaluate import EvalSettings
 from tweetforge.training.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,12 +48,30 @@ def table_dump(engine, *tables: str) -> dict[str, list]:
 STORE_TABLES = ("posts", "post_imports", "post_history", "imports", "import_skips")
 
 
-def run_cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TWEETFORGE_HOME": str(home), "COLUMNS": "200"}
-    env.pop("TWEETFORGE_DATABASE_URL", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "tweetforge", *args], capture_output=True, text=True, env=env, cwd=home.parent
-    )
+def run_cli(home: Path, *args: str, check: bool = True, in_subprocess: bool = False) -> subprocess.CompletedProcess:
+    """`tweetforge ARGS` with TWEETFORGE_HOME=home, from home's parent folder. In-process through Typer's
+    CliRunner (an exception other than the one-line errors fails the test); in_subprocess runs the
+    installed command, for the tour and for tests that kill it."""
+    if in_subprocess:
+        env = {**os.environ, "TWEETFORGE_HOME": str(home), "COLUMNS": "200"}
+        env.pop("TWEETFORGE_DATABASE_URL", None)
+        result = subprocess.run([sys.executable, "-m", "tweetforge", *args], capture_output=True, text=True, env=env, cwd=home.parent)
+    else:
+        from typer.testing import CliRunner
+
+        from tweetforge.cli import app
+        from tweetforge.config import get_settings
+
+        cwd = os.getcwd()
+        os.chdir(home.parent)
+        get_settings.cache_clear()
+        try:
+            invoked = CliRunner().invoke(app, list(args), env={"TWEETFORGE_HOME": str(home), "TWEETFORGE_DATABASE_URL": None},
+                                         catch_exceptions=False)
+        finally:
+            os.chdir(cwd)
+            get_settings.cache_clear()
+        result = subprocess.CompletedProcess(args, invoked.exit_code, invoked.stdout, invoked.stderr)
     if check and result.returncode != 0:
         raise AssertionError(f"tweetforge {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
@@ -132,3 +152,30 @@ def quick(base, **overrides) -> TrainConfig:
                     block_size=32, precision="fp32", report_to="none", seed=1)
     settings.update(overrides)
     return TrainConfig(**settings)
+
+
+@pytest.fixture(scope="session")
+def trump_texts():
+    return pl.read_csv(shared("trump_archive.csv"))["text"].to_list()
+
+
+@pytest.fixture(scope="session")
+def musk_texts():
+    return [t for t in pl.read_csv(shared("elonmusk_kaggle_2021.csv"))["tweet"].to_list() if len(t.split()) >= 3]
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_gpt2, store):
+    """Two versions of one name: a barely trained one and a better one."""
+    from tweetforge.registry.versions import register
+    from tweetforge.training.train import train
+
+    home, engine, trump, _ = store
+    weak = register(engine, home / "models", train(quick(tiny_gpt2, full=True, max_steps=3, name="tiny-eval"), trump, home), trump)
+    strong_config = quick(tiny_gpt2, full=True, max_steps=60, learning_rate=3e-3, name="tiny-eval")
+    strong = register(engine, home / "models", train(strong_config, trump, home), trump)
+    return weak, strong
+
+
+SMALL_EVAL = EvalSettings(samples=24, seed=3, max_test_posts=120)
+"""Evaluation settings small enough for tiny models in tests."""

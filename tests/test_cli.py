@@ -1,4 +1,4 @@
-"""The README's tour, end to end through the installed command in a subprocess."""
+"""The README's tour, end to end: once through the installed command in a subprocess, the rest in-process."""
 
 from __future__ import annotations
 
@@ -6,38 +6,43 @@ import json
 
 from conftest import run_cli, shared
 
+
+def tour(home, *args, check=True):
+    return run_cli(home, *args, check=check, in_subprocess=True)
+
+
 STATS_KEYS = {"author", "downloaded", "retweets", "replies", "short", "duplicates", "kept"}
 
 
 def test_ingest_stats_dataset_tour(tmp_path):
     home = tmp_path / ".tweetforge"
-    out = run_cli(home, "ingest", str(shared("elonmusk_kaggle_2021.csv")), "--format", "kaggle")
+    out = tour(home, "ingest", str(shared("elonmusk_kaggle_2021.csv")), "--format", "kaggle")
     assert "3,115 new" in out.stdout
-    out = run_cli(home, "ingest", str(shared("elonmusk_kaggle_2021.csv")), "--json")
+    out = tour(home, "ingest", str(shared("elonmusk_kaggle_2021.csv")), "--json")
     assert json.loads(out.stdout)["new"] == 0
-    run_cli(home, "ingest", str(shared("elonmusk_cleaned.csv")), "--author", "elonmusk")
+    tour(home, "ingest", str(shared("elonmusk_cleaned.csv")), "--author", "elonmusk")
 
-    rows = json.loads(run_cli(home, "stats", "--json", "--author", "elonmusk").stdout)
+    rows = json.loads(tour(home, "stats", "--json", "--author", "elonmusk").stdout)
     assert [r["author"] for r in rows] == ["elonmusk"]
     assert STATS_KEYS <= set(rows[0])
-    table = run_cli(home, "stats", "--author", "elonmusk", "--plot", str(tmp_path / "stats.png")).stdout
+    table = tour(home, "stats", "--author", "elonmusk", "--plot", str(tmp_path / "stats.png")).stdout
     assert "@elonmusk" in table and f"{rows[0]['kept']:,}" in table
     assert (tmp_path / "stats.png").stat().st_size > 10_000
 
-    out = run_cli(home, "dataset", "create", "elon-v1", "--author", "elonmusk", "--drop-replies", "--since", "2019-01-01")
+    out = tour(home, "dataset", "create", "elon-v1", "--author", "elonmusk", "--drop-replies", "--since", "2019-01-01")
     assert "dataset elon-v1" in out.stdout
-    listed = json.loads(run_cli(home, "dataset", "list", "--json").stdout)
+    listed = json.loads(tour(home, "dataset", "list", "--json").stdout)
     assert [d["name"] for d in listed] == ["elon-v1"]
-    shown = json.loads(run_cli(home, "dataset", "show", "elon-v1", "--json").stdout)
+    shown = json.loads(tour(home, "dataset", "show", "elon-v1", "--json").stdout)
     assert shown["filters"]["since"] == "2019-01-01" and shown["filters"]["rules"]["drop_replies"] is True
     assert sum(shown["counts"]["splits"]["train"].values()) > 1000
 
-    again = run_cli(home, "dataset", "create", "elon-v1", check=False)
+    again = tour(home, "dataset", "create", "elon-v1", check=False)
     assert again.returncode == 1 and "immutable" in again.stderr
-    missing = run_cli(home, "dataset", "show", "elon-v9", check=False)
+    missing = tour(home, "dataset", "show", "elon-v9", check=False)
     assert missing.returncode == 1 and "datasets: elon-v1" in missing.stderr
 
-    imports = json.loads(run_cli(home, "imports", "--json").stdout)
+    imports = json.loads(tour(home, "ingest", "list", "--json").stdout)
     assert [i["new"] for i in imports] == [3115, 0, 15346]
 
 

@@ -33,7 +33,7 @@ def test_a_changing_batch_writes_what_each_prompt_writes_alone(tiny):
     greedy = Sampling(top_k=1)
     prefix = (tokenizer.eos_token_id,)
     alone = [sample_jobs(model, tokenizer, [Job(prefix, p, 1)], greedy, 0, 40)[0][0].text for p in PROMPTS]
-    batcher = ContinuousBatcher(model, tokenizer, 40, max_batch=4)
+    batcher = ContinuousBatcher(model, tokenizer, max_new_tokens=40, max_batch=4)
     try:
         first = [batcher.submit(Job(prefix, p, 1), greedy) for p in PROMPTS[:3]]
         time.sleep(0.05)  # the first ones are mid-post when the others join; a batch of 4 makes some wait for a free row
@@ -50,7 +50,7 @@ def test_a_client_that_goes_away_leaves_the_batch_mid_post(tiny):
     model, tokenizer = tiny
     long_posts = Sampling(temperature=5.0, top_p=1.0)  # near-uniform: the end-of-post token is rarely drawn
     prefix = (tokenizer.eos_token_id,)
-    batcher = ContinuousBatcher(model, tokenizer, 200, max_batch=8)
+    batcher = ContinuousBatcher(model, tokenizer, max_new_tokens=200, max_batch=8)
     try:
         gone = threading.Event()
         leaving = batcher.submit(Job(prefix, "", 2), long_posts, cancelled=gone)
@@ -71,7 +71,7 @@ def test_a_client_that_goes_away_leaves_the_batch_mid_post(tiny):
 def test_seeded_requests_run_alone_and_repeat(tiny):
     model, tokenizer = tiny
     prefix = (tokenizer.eos_token_id,)
-    batcher = ContinuousBatcher(model, tokenizer, 30, max_batch=8)
+    batcher = ContinuousBatcher(model, tokenizer, max_new_tokens=30, max_batch=8)
     try:
         noise = [batcher.submit(Job(prefix, "", 2), Sampling()) for _ in range(3)]
         a = batcher.submit(Job(prefix, "The", 2), Sampling(), seed=7)
@@ -135,7 +135,7 @@ def test_a_failing_step_fails_its_requests_and_the_batcher_goes_on(tiny):
             return model(**inputs)
 
     prefix = (tokenizer.eos_token_id,)
-    batcher = ContinuousBatcher(FailsOnce(), tokenizer, 30, max_batch=8)
+    batcher = ContinuousBatcher(FailsOnce(), tokenizer, max_new_tokens=30, max_batch=8)
     try:
         failed = batcher.submit(Job(prefix, "", 2), Sampling(temperature=5.0, top_p=1.0))
         with pytest.raises(RuntimeError, match="simulated failure"):
@@ -150,7 +150,7 @@ def test_a_streamed_post_arrives_token_by_token_while_sharing_the_batch(tiny):
 
     model, tokenizer = tiny
     prefix = (tokenizer.eos_token_id,)
-    batcher = ContinuousBatcher(model, tokenizer, 40, max_batch=8)
+    batcher = ContinuousBatcher(model, tokenizer, max_new_tokens=40, max_batch=8)
     try:
         others = [batcher.submit(Job(prefix, "", 2), Sampling()) for _ in range(3)]
         class CountingStreamer(TextIteratorStreamer):

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from conftest import quick
 from tweetforge.db.schema import feedback, generations
 from tweetforge.registry.versions import register
-from tweetforge.serving.api import create_app
+from tweetforge.serving.app import create_app
 from tweetforge.serving.service import Service, ServiceSettings
 from tweetforge.training.train import train
 
@@ -263,7 +263,7 @@ def test_stopping_a_batcher_serves_what_was_queued(served):
 
     _, service, _, _ = served
     loaded = service.loaded()[0]
-    batcher = Batcher(loaded.model, loaded.tokenizer, 16, max_batch=2, max_wait_ms=1)
+    batcher = Batcher(loaded.model, loaded.tokenizer, max_new_tokens=16, max_batch=2, max_wait_ms=1)
     futures = [batcher.submit(Job((loaded.tokenizer.eos_token_id,), "", 1), Sampling()) for _ in range(6)]
     batcher.stop()
     assert all(len(f.result(timeout=1)) == 1 for f in futures)
@@ -295,7 +295,7 @@ def test_a_cancelled_request_leaves_the_queue_unsampled(served):
 
     _, service, _, _ = served
     loaded = service.loaded()[0]
-    batcher = Batcher(loaded.model, loaded.tokenizer, 16, max_batch=1, max_wait_ms=1)
+    batcher = Batcher(loaded.model, loaded.tokenizer, max_new_tokens=16, max_batch=1, max_wait_ms=1)
     batcher.stop()  # no worker: requests wait in the queue
     job = Job((loaded.tokenizer.eos_token_id,), "", 1)
     kept = batcher.submit(job, Sampling())

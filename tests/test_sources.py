@@ -112,7 +112,8 @@ def test_jsonl_and_generic_csv_with_named_columns(tmp_path):
         '{"uri": "at://a/2", "record_text": "second post, still here", "handle": "alice.bsky.social", "ts": "2024-05-02T10:00:00Z"}\n'
     )
     posts = read_all(jsonl, text_column="record_text", author_column="handle", id_column="uri", time_column="ts", network="bluesky")
-    assert [(p.network, p.post_id, p.author) for p in posts] == [("bluesky", "at://a/1", "alice.bsky.social"), ("bluesky", "at://a/2", "alice.bsky.social")]
+    expected = [("bluesky", "at://a/1", "alice.bsky.social"), ("bluesky", "at://a/2", "alice.bsky.social")]
+    assert [(p.network, p.post_id, p.author) for p in posts] == expected
     assert posts[1].created_at == datetime(2024, 5, 2, 10, 0)
 
     generic = tmp_path / "toots.csv"

@@ -1,4 +1,5 @@
-"""Training, registry, export and generation on tiny models built from configs (never downloaded)."""
+"""Training and export on tiny models built from configs (never downloaded): every model kind, LoRA, control
+tokens, resume, continue, and the command line."""
 
 from __future__ import annotations
 
@@ -13,18 +14,11 @@ import torch
 from conftest import quick, run_cli, shared
 from tweetforge.data.snapshots import SnapshotRequest, create_snapshot
 from tweetforge.generation.generate import (
-    GenerationError,
-    Sampling,
-    cut_to_limit,
-    generate_posts,
     load_model,
 )
 from tweetforge.registry.versions import (
-    RegistryError,
-    list_versions,
     register,
     resolve,
-    set_alias,
 )
 from tweetforge.training.models.base import BaseModelError, resolve_base
 from tweetforge.training.models.causal_lm import (
@@ -66,7 +60,7 @@ def test_full_fine_tune_lowers_validation_loss_and_exports_for_stock_transformer
 def test_lora_merge_gives_the_same_logits(tiny_gpt2):
     model, tokenizer = load_pretrained(tiny_gpt2, ["<|@a|>", "<|@b|>"], LoraSettings(r=4, alpha=8), frozen_bf16=False)
     with torch.no_grad():  # make the adapters and the new token rows non-trivial
-        for name, parameter in model.named_parameters():
+        for parameter in model.parameters():
             if parameter.requires_grad:
                 parameter.add_(torch.randn_like(parameter) * 0.05)
     ids = torch.tensor([[tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|@b|>")] + tokenizer("We will win big").input_ids])
@@ -165,43 +159,6 @@ def test_corrupt_checkpoint_is_named_and_refused(tiny_gpt2, store):
         train(config, trump, home, run_dir=run_dir, resume=True)
 
 
-def test_generation_limits_stop_and_seed(tiny_gpt2, store):
-    home, engine, trump, _ = store
-    version = register(engine, home / "models", train(quick(tiny_gpt2, max_steps=5, name="tiny-gen"), trump, home), trump)
-    posts = generate_posts(version, "The", n=6, sampling=Sampling(temperature=1.5), seed=7, copy_filter=False).posts
-    assert len(posts) == 6 and all(len(p.text) <= 280 and p.text.startswith("The") for p in posts)
-    assert all(p.generated and p.model == "tiny-gen" and p.version == version.version and p.seed == 7 for p in posts)
-    assert "<|endoftext|>" not in " ".join(p.text for p in posts)
-    def texts(seed):
-        return [p.text for p in generate_posts(version, "The", n=3, seed=seed).posts]
-
-    assert texts(7) == texts(7) and texts(7) != texts(8)
-    with pytest.raises(GenerationError, match="temperature"):
-        Sampling(temperature=0)
-
-
-def test_cut_to_limit_at_a_word_boundary():
-    text = "word " * 100
-    cut = cut_to_limit(text)
-    assert len(cut) <= 280 and cut.endswith("word") and not cut.endswith(" ")
-    assert cut_to_limit("short post") == "short post"
-
-
-def test_registry_aliases_and_references(tiny_gpt2, store):
-    home, engine, trump, _ = store
-    first = register(engine, home / "models", train(quick(tiny_gpt2, max_steps=3, name="tiny-reg"), trump, home), trump)
-    second = register(engine, home / "models", train(quick(tiny_gpt2, max_steps=3, name="tiny-reg"), trump, home), trump)
-    assert (first.version, second.version) == (1, 2)
-    assert resolve(engine, "tiny-reg").version == 2  # no champion: the latest
-    set_alias(engine, "tiny-reg:1", "champion")
-    assert resolve(engine, "tiny-reg").version == 1
-    assert resolve(engine, "tiny-reg:champion").version == 1
-    set_alias(engine, "tiny-reg:2", "champion")
-    assert [v.aliases for v in list_versions(engine, "tiny-reg")] == [[], ["champion"]]
-    with pytest.raises(RegistryError, match="tiny-reg has no version 9"):
-        resolve(engine, "tiny-reg:9")
-
-
 def test_bad_training_inputs(store, tmp_path, monkeypatch):
     home, engine, trump, _ = store
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -256,7 +213,8 @@ def test_cli_train_models_generate(tiny_gpt2, tmp_path):
 
 def test_continue_a_registered_model_on_newer_data(tiny_gpt2, store):
     home, engine, trump, both = store
-    first = register(engine, home / "models", train(quick(tiny_gpt2, full=True, max_steps=40, learning_rate=3e-3, name="tiny-cont"), trump, home), trump)
+    first_config = quick(tiny_gpt2, full=True, max_steps=40, learning_rate=3e-3, name="tiny-cont")
+    first = register(engine, home / "models", train(first_config, trump, home), trump)
     config = quick(tiny_gpt2, dataset="both-v1", from_model="tiny-cont:1", full=True, max_steps=20, learning_rate=3e-3, name="tiny-cont")
     continued = train(config, both, home, resolve_from=lambda ref: resolve(engine, ref).path)
     assert "registered model tiny-cont:1" in continued.base_description

@@ -70,14 +70,21 @@ class LiveServer:
 
 def app_for(home: Path, engine, models: list[str], admin_token: str | None):  # type: ignore[no-untyped-def]
     from tweetforge.config import get_settings
-    from tweetforge.serving.api import create_app
     from tweetforge.serving.service import Service, ServiceSettings
 
     os.environ["TWEETFORGE_HOME"] = str(home)
     get_settings.cache_clear()
     service = Service(engine, ServiceSettings(models=models))
     service.load()
-    return create_app(service, admin_token=admin_token, ui=True), service
+    return served_with_ui(service, admin_token), service
+
+
+def served_with_ui(service, admin_token: str | None):  # type: ignore[no-untyped-def]
+    """The app `tweetforge serve` runs: the API with the web UI mounted at /."""
+    from tweetforge.serving.app import create_app
+    from tweetforge.ui.app import mount_ui
+
+    return mount_ui(create_app(service, admin_token=admin_token), service, admin_token=admin_token)
 
 
 @pytest.fixture(scope="module")
@@ -228,10 +235,9 @@ def test_with_an_admin_token_the_dashboard_stops_an_experiment(live, page):
     from playwright.sync_api import expect
 
     from tweetforge.experiments.ab import get_experiment
-    from tweetforge.serving.api import create_app
 
     _, engine, service = live
-    with LiveServer(create_app(service, admin_token="ui-admin-token", ui=True)) as admin_server:
+    with LiveServer(served_with_ui(service, "ui-admin-token")) as admin_server:
         open_ui(page, admin_server.url)
         tab(page, "Dashboard")
         expect(page.locator("#experiment-state")).to_contain_text("tiny-arena", timeout=60_000)

@@ -9,7 +9,6 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
 class Commands(TyperGroup):
     """The command tree, printing every TweetforgeError a command raises as one line on stderr (exit 1)."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except TweetforgeError as exc:
@@ -105,6 +104,7 @@ Languages = Annotated[
 
 
 def cleaning_rules(
+    *,
     drop_replies: bool,
     keep_retweets: bool,
     strip_reply_mentions: bool,
@@ -137,7 +137,7 @@ def parse_day(value: str | None, option: str) -> date | None:
 
 @app.command()
 def ingest(
-    source: Annotated[str, typer.Argument(help="A file, an X archive (ZIP or folder), or example:trump.")],
+    source: Annotated[str, typer.Argument(help="A file, an X archive (ZIP or folder), or example:trump; `list` lists every import.")],
     format: Annotated[str | None, typer.Option("--format", "-f", help="Override detection (see --help of formats).")] = None,
     author: Annotated[str | None, typer.Option("--author", help="Author of every post (required where the file has none).")] = None,
     encoding: Annotated[str | None, typer.Option("--encoding", help="Text encoding, e.g. latin-1.")] = None,
@@ -149,7 +149,11 @@ def ingest(
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Import the good records and list the bad ones.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Import posts into the store, in one transaction: a bad file changes nothing."""
+    """Import posts into the store, in one transaction: a bad file changes nothing. `tweetforge ingest list`
+    lists every import (a file named list: ./list)."""
+    if source == "list":
+        ingest_list(as_json)
+        return
     from tweetforge.data.ingest import ingest as run_ingest
     from tweetforge.data.sources import ReadOptions, open_source
 
@@ -207,12 +211,12 @@ def ingest(
         for bad in result.skipped[:20]:
             console.print(f"  {bad.location}: {bad.reason}", highlight=False)
         if len(result.skipped) > 20:
-            console.print(f"  … and {len(result.skipped) - 20:,} more (stored with the import, see: tweetforge imports --json)")
+            console.print(f"  … and {len(result.skipped) - 20:,} more (stored with the import, see: tweetforge ingest list --json)")
 
 
-@app.command()
-def imports(as_json: JsonOption = False) -> None:
-    """Every import run: source, format, file hash, counts and duration."""
+@app.command("imports", hidden=True)
+def ingest_list(as_json: JsonOption = False) -> None:
+    """Every import run: source, format, file hash, counts and duration (`tweetforge ingest list`)."""
     from sqlalchemy import select
 
     from tweetforge.db.schema import imports as imports_table
@@ -268,7 +272,11 @@ def stats(
     from tweetforge.data.clean import clean, cleaning_stats
     from tweetforge.data.store import read_posts
 
-    rules = cleaning_rules(drop_replies, keep_retweets, strip_reply_mentions, mention_placeholder, keep_newlines, keep_duplicates, min_words, languages)
+    rules = cleaning_rules(
+        drop_replies=drop_replies, keep_retweets=keep_retweets, strip_reply_mentions=strip_reply_mentions,
+        mention_placeholder=mention_placeholder, keep_newlines=keep_newlines, keep_duplicates=keep_duplicates, min_words=min_words,
+        languages=languages,
+    )
     with engine().connect() as conn:
         frame = read_posts(conn, authors or None)
     if frame.height == 0:
@@ -324,7 +332,11 @@ def dataset_create(
         authors=tuple(authors or ()),
         since=parse_day(since, "--since"),
         until=parse_day(until, "--until"),
-        rules=cleaning_rules(drop_replies, keep_retweets, strip_reply_mentions, mention_placeholder, keep_newlines, keep_duplicates, min_words, languages),
+        rules=cleaning_rules(
+            drop_replies=drop_replies, keep_retweets=keep_retweets, strip_reply_mentions=strip_reply_mentions,
+            mention_placeholder=mention_placeholder, keep_newlines=keep_newlines, keep_duplicates=keep_duplicates, min_words=min_words,
+            languages=languages,
+        ),
         fractions=(parts[0] / 100, parts[1] / 100, parts[2] / 100),
         balance=balance,
         limit=limit,
@@ -454,12 +466,16 @@ def train(
     lora_r: Annotated[int, typer.Option("--lora-r")] = 16,
     layers: Annotated[int, typer.Option("--layers", help="scratch / lstm: layers.")] = 4,
     width: Annotated[int, typer.Option("--width", help="scratch / lstm: width.")] = 256,
-    epochs: Annotated[float, typer.Option("--epochs")] = 2.0,
-    max_steps: Annotated[int | None, typer.Option("--max-steps")] = None,
+    epochs: Annotated[float, typer.Option("--epochs", "--num-train-epochs")] = 2.0,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", "--max-train-steps")] = None,
     max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Time budget; stops cleanly and registers.")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
+    batch_size: Annotated[int, typer.Option("--batch-size", "--per-device-train-batch-size")] = 8,
     block_size: Annotated[int, typer.Option("--block-size", help="Tokens per packed block.")] = 64,
-    learning_rate: Annotated[float | None, typer.Option("--learning-rate", "--lr")] = None,
+    learning_rate: Annotated[float | None, typer.Option("--learning-rate", "--lr", help="Peak learning rate (default by method).")] = None,
+    warmup_ratio: Annotated[float, typer.Option("--warmup-ratio", help="Share of steps warming the learning rate up.")] = 0.05,
+    min_lr_ratio: Annotated[float, typer.Option("--min-lr-ratio", help="Cosine decay ends at this share of the peak.")] = 0.1,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")] = 0.0,
+    max_grad_norm: Annotated[float, typer.Option("--max-grad-norm", help="Clip gradients to this global norm.")] = 1.0,
     eval_every: Annotated[int, typer.Option("--eval-every", help="Steps between validation evaluations.")] = 50,
     patience: Annotated[int, typer.Option("--patience", help="Evaluations without improvement before stopping.")] = 3,
     checkpoint_every: Annotated[int, typer.Option("--checkpoint-every")] = 50,
@@ -469,6 +485,7 @@ def train(
     threads: Annotated[int | None, typer.Option("--threads")] = None,
     report_to: Annotated[str, typer.Option("--report-to", help="trackio, wandb or none.")] = "trackio",
     resume: Annotated[bool, typer.Option("--resume", help="Continue the last interrupted run of this model.")] = False,
+    resume_from: Annotated[Path | None, typer.Option("--resume-from-checkpoint", help="Continue the run in this directory.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Train a model on a dataset snapshot and register it as the next version of its name."""
@@ -477,7 +494,7 @@ def train(
     from tweetforge.config import get_settings
     from tweetforge.data.snapshots import get_snapshot
     from tweetforge.registry.versions import register, resolve
-    from tweetforge.training.train import TrainConfig, find_resumable_run
+    from tweetforge.training.train import TrainConfig, find_resumable_run, saved_config
     from tweetforge.training.train import train as run_training
 
     quiet_libraries()
@@ -486,20 +503,19 @@ def train(
     config = TrainConfig(
         dataset=dataset, name=name, base=base, from_model=from_model, full=full, lora_r=lora_r, lora_alpha=2 * lora_r,
         layers=layers, width=width, epochs=epochs, max_steps=max_steps, max_minutes=max_minutes, batch_size=batch_size,
-        block_size=block_size, learning_rate=learning_rate, eval_every=eval_every, patience=patience,
+        block_size=block_size, learning_rate=learning_rate, warmup_ratio=warmup_ratio, min_lr_ratio=min_lr_ratio,
+        weight_decay=weight_decay, max_grad_norm=max_grad_norm, eval_every=eval_every, patience=patience,
         checkpoint_every=checkpoint_every, seed=seed, precision=precision, compile=compile, threads=threads, report_to=report_to,
     )
     started = time.perf_counter()
-    run_dir = None
-    if resume:
-        run_dir = find_resumable_run(home, config.model_name)
-        saved = json.loads((run_dir / "config.json").read_text())
-        config = TrainConfig.from_dict(saved)
+    run_dir = resume_from or (find_resumable_run(home, config.model_name) if resume else None)
+    if run_dir is not None:
+        config = saved_config(run_dir)
         errors.print(f"Resuming run {run_dir.name}", highlight=False)
     snapshot = get_snapshot(engine(), config.dataset)
     with training_progress(disable=as_json) as on_progress:
         result = run_training(
-            config, snapshot, home, run_dir=run_dir, resume=resume, progress=on_progress,
+            config, snapshot, home, run_dir=run_dir, resume=run_dir is not None, progress=on_progress,
             resolve_from=lambda ref: resolve(engine(), ref).path,
         )
     trained = time.perf_counter()
@@ -612,7 +628,7 @@ def generate(
     repetition_penalty: Annotated[float, typer.Option("--repetition-penalty")] = 1.0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     one_line: Annotated[bool, typer.Option("--one-line", help="Stop at the first newline too.")] = False,
-    allow_copies: Annotated[bool, typer.Option("--allow-copies", help="Turn off the copy filter (re-draws posts repeating a training post).")] = False,
+    allow_copies: Annotated[bool, typer.Option("--allow-copies", help="Turn off the copy filter (which re-draws copies of training posts).")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Write posts like the author. Every one is labelled as generated."""
@@ -624,7 +640,7 @@ def generate(
     if not allow_copies:
         ensure_copy_index(engine(), version)
     sampling = Sampling(temperature, top_p, top_k, repetition_penalty, one_line)
-    generation = generate_posts(version, prompt, n, author, sampling, seed, copy_filter=not allow_copies)
+    generation = generate_posts(version, prompt, n, author=author, sampling=sampling, seed=seed, copy_filter=not allow_copies)
     if as_json:
         print_json({"model": version.ref, **generation.to_dict()})
         return
@@ -773,7 +789,7 @@ def promote(
 
     quiet_libraries()
     with evaluation_progress(disable=as_json) as on_progress:
-        decision = run_promotion(engine(), get_settings().resolved_home, model, alias, margin, max_copy_rate, force,
+        decision = run_promotion(engine(), get_settings().resolved_home, model, alias=alias, margin=margin, max_copy_rate=max_copy_rate, force=force,
                                  report_to=report_to, progress=on_progress)
     summary = {"candidate": decision.candidate.ref, "champion": decision.champion.ref if decision.champion else None, "alias": alias,
                "promoted": decision.promoted, "forced": decision.forced, "reasons": decision.reasons, "dataset": decision.dataset,
@@ -793,8 +809,9 @@ def promote(
         raise TweetforgeError(f"promotion of {decision.candidate.ref} refused: " + "; ".join(decision.reasons) + " (--force to override; logged)")
 
 
-@app.command()
-def promotions(name: Annotated[str | None, typer.Argument()] = None, as_json: JsonOption = False) -> None:
+@app.command("promotions", hidden=True)
+@models_app.command("promotions")
+def models_promotions(name: Annotated[str | None, typer.Argument(help="Only this model name.")] = None, as_json: JsonOption = False) -> None:
     """Every promotion decision: who, when, from which version to which, the numbers, forced or refused."""
     from tweetforge.evaluation.promotion import promotion_log
 
@@ -837,7 +854,8 @@ def ab_create(
         parse_variant,
     )
 
-    experiment = create_experiment(engine(), name, [parse_variant(v) for v in variant], metric, min_sample, alpha, auto_promote)
+    experiment = create_experiment(engine(), name, [parse_variant(v) for v in variant], metric=metric, min_sample=min_sample, alpha=alpha,
+                                   auto_promote=auto_promote)
     if as_json:
         print_json(experiment.summary())
         return
@@ -928,7 +946,8 @@ def ab_stop(name: str) -> None:
 def serve(
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port")] = 8000,
-    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Load this model at start (repeat); default: every name's champion.")] = None,
+    model: Annotated[list[str] | None,
+                     typer.Option("--model", "-m", help="Load this model at start (repeat); default: each name's champion.")] = None,
     max_batch: Annotated[int, typer.Option("--max-batch", help="Posts decoded together at most.")] = 16,
     max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", help="LSTM: how long a request waits for others to batch with.")] = 10.0,
     queue_size: Annotated[int, typer.Option("--queue-size", help="Waiting requests per model before 503.")] = 64,
@@ -939,7 +958,7 @@ def serve(
     import uvicorn
 
     from tweetforge.config import get_settings
-    from tweetforge.serving.api import create_app
+    from tweetforge.serving.app import create_app
     from tweetforge.serving.service import Service, ServiceSettings
 
     quiet_libraries()
@@ -949,7 +968,12 @@ def serve(
     for ref, reason in service.failures.items():
         errors.print(f"[yellow]not loaded[/] {ref}: {reason}", highlight=False)
     loaded = ", ".join(m.version.ref for m in service.loaded()) or "none (train one: tweetforge train DATASET)"
-    app = create_app(service, settings.admin_token, settings.cors_origins, settings.rate_limit_per_minute, ui=not no_ui)
+    app = create_app(service, admin_token=settings.admin_token, cors_origins=settings.cors_origins,
+                     rate_limit_per_minute=settings.rate_limit_per_minute)
+    if not no_ui:  # mounted last: at /, it takes every path the API does not answer
+        from tweetforge.ui.app import mount_ui
+
+        app = mount_ui(app, service, admin_token=settings.admin_token)
     errors.print(f"Serving {loaded} on http://{host}:{port}", highlight=False)
     if not no_ui:
         errors.print(f"Web UI: http://{host}:{port}/", highlight=False)

@@ -65,6 +65,8 @@ SCORE_BATCH = 8
 
 Progress = Callable[[str, int, int], None]
 """(what, done, total)."""
+EvaluationProgress = Callable[[str, str, int, int], None]
+"""(subject, what, done, total): progress of several subjects."""
 
 
 class EvaluationError(TweetforgeError):
@@ -178,7 +180,7 @@ class Subject(Protocol):
 
 
 class NeuralSubject:
-    def __init__(self, name: str, kind: str, model: Any, tokenizer: Any, info: dict[str, Any] | None, max_new_tokens: int,
+    def __init__(self, name: str, kind: str, model: Any, tokenizer: Any, *, info: dict[str, Any] | None, max_new_tokens: int,
                  training_texts: list[str], copy_index: CopyIndex):
         self.name, self.kind, self.model, self._tokenizer, self.info = name, kind, model, tokenizer, info
         self.max_new_tokens, self.training_texts, self.copy_index = max_new_tokens, training_texts, copy_index
@@ -196,7 +198,8 @@ class NeuralSubject:
 
     def draw(self, author: str | None) -> Callable[[int, int], list[Sample]]:
         prefix = self._prefix(author)
-        return lambda count, seed: sample(self.model, self._tokenizer, prefix, "", count, Sampling(), seed, self.max_new_tokens)
+        return lambda count, seed: sample(self.model, self._tokenizer, prefix, "", count, sampling=Sampling(), seed=seed,
+                                          max_new_tokens=self.max_new_tokens)
 
 
 class MarkovSubject:
@@ -474,13 +477,14 @@ def load_subject(engine: Engine, home: Path, ref: str, snapshot: Snapshot, refer
         resolved = resolve_base(ref.removeprefix("base:"), home / "cache" / "base")
         model, tokenizer = load_pretrained(resolved.path, [], lora=None)
         texts = training_texts(snapshot, authors)[0]
-        return NeuralSubject(ref, "base", model, tokenizer, None, max_new_tokens, texts, CopyIndex.build(texts))
+        return NeuralSubject(ref, "base", model, tokenizer, info=None, max_new_tokens=max_new_tokens, training_texts=texts,
+                             copy_index=CopyIndex.build(texts))
     version = resolve(engine, ref)
     ensure_copy_index(engine, version)
     model, tokenizer, info = load_model(str(version.path))
     own = get_snapshot(engine, version.dataset)
-    return NeuralSubject(version.ref, version.kind, model, tokenizer, info, info.get("generation", {}).get("max_new_tokens", 96),
-                         training_texts(own)[0], load_copy_index(str(version.path)))
+    return NeuralSubject(version.ref, version.kind, model, tokenizer, info=info, max_new_tokens=info.get("generation", {}).get("max_new_tokens", 96),
+                         training_texts=training_texts(own)[0], copy_index=load_copy_index(str(version.path)))
 
 
 def reference_info(version: ModelVersion | None) -> dict[str, Any] | None:
@@ -515,7 +519,7 @@ class Comparison:
 
 
 def run_evaluations(engine: Engine, home: Path, refs: list[str], dataset: str | None, settings: EvalSettings, *,
-                    fresh: tuple[str, ...] = (), report_to: str = "trackio", progress: Callable[[str, str, int, int], None] | None = None
+                    fresh: tuple[str, ...] = (), report_to: str = "trackio", progress: EvaluationProgress | None = None
                     ) -> Comparison:
     """Evaluate each subject on one dataset's test split (of the first registered model's authors); reuse
     a stored evaluation of the same subject, split and settings unless the ref is in `fresh`. Registered

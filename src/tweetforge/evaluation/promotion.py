@@ -15,8 +15,8 @@ from sqlalchemy import Engine, insert, select
 
 from tweetforge.db.schema import promotions
 from tweetforge.errors import TweetforgeError
-from tweetforge.evaluation.evaluate import EvalSettings, run_evaluations
-from tweetforge.registry.versions import RegistryError, point_alias, resolve
+from tweetforge.evaluation.evaluate import EvalSettings, EvaluationProgress, run_evaluations
+from tweetforge.registry.versions import ModelVersion, RegistryError, point_alias, resolve
 
 DEFAULT_MARGIN = 0.01
 DEFAULT_MAX_COPY_RATE = 0.01
@@ -28,8 +28,8 @@ class PromotionError(TweetforgeError):
 
 @dataclass
 class Decision:
-    candidate: Any
-    champion: Any | None
+    candidate: ModelVersion
+    champion: ModelVersion | None
     alias: str
     promoted: bool
     forced: bool
@@ -59,9 +59,9 @@ def gate(candidate: dict[str, Any], champion: dict[str, Any] | None, margin: flo
     return reasons
 
 
-def promote(engine: Engine, home: Path, ref: str, alias: str = "champion", margin: float = DEFAULT_MARGIN,
+def promote(engine: Engine, home: Path, ref: str, *, alias: str = "champion", margin: float = DEFAULT_MARGIN,
             max_copy_rate: float = DEFAULT_MAX_COPY_RATE, force: bool = False, settings: EvalSettings | None = None,
-            report_to: str = "trackio", progress: Any = None) -> Decision:
+            report_to: str = "trackio", progress: EvaluationProgress | None = None) -> Decision:
     try:
         candidate = resolve(engine, ref)
     except RegistryError as exc:

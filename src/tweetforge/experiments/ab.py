@@ -87,7 +87,7 @@ def parse_variant(spec: str) -> tuple[str, str, float]:
     return name, model, value
 
 
-def create_experiment(engine: Engine, name: str, variants: list[tuple[str, str, float]], metric: str = "like",
+def create_experiment(engine: Engine, name: str, variants: list[tuple[str, str, float]], *, metric: str = "like",
                       min_sample: int = 1000, alpha: float = 0.05, auto_promote: bool = False) -> Experiment:
     if not NAME_PATTERN.match(name):
         raise ExperimentError(f"experiment name {name!r}: lower-case letters, digits, '.', '_' and '-'")
@@ -180,7 +180,7 @@ def new_user_id() -> str:
     return f"anon-{uuid.uuid4().hex[:16]}"
 
 
-def log_generation(engine: Engine, model_name: str, model_version: int, prompt: str, params: dict[str, Any], posts: list[dict[str, Any]],
+def log_generation(engine: Engine, model_name: str, model_version: int, prompt: str, params: dict[str, Any], posts: list[dict[str, Any]], *,
                    user_id: str | None = None, experiment: str | None = None, variant: str | None = None, pair_id: str | None = None) -> str:
     """Record a served generation (an exposure when it is part of an experiment); returns its id."""
     generation_id = str(uuid.uuid4())
@@ -358,7 +358,7 @@ def _arena_status(experiment: Experiment, served: list[Any], events: list[Any]) 
         comparisons.append((e.created_at, variant_of[e.winner_id], variant_of[loser]))
     names = [v.name for v in experiment.variants]
     looks = _looks([c[0] for c in comparisons], LOOK_EVERY)
-    taking_part = {v: _cumulative([t for t, w, l in comparisons if v in (w, l)], looks) for v in names}
+    taking_part = {v: _cumulative([t for t, winner, loser in comparisons if v in (winner, loser)], looks) for v in names}
     wins = {v: _cumulative([t for t, w, _ in comparisons if w == v], looks) for v in names}
     timeline = {"looks": looks, "exposures": taking_part, "conversions": wins}
     results = []

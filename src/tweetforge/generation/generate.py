@@ -11,12 +11,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tweetforge.data.post import MAX_POST_CHARS
 from tweetforge.errors import TweetforgeError
 from tweetforge.registry.copy_index import CopyIndex
 from tweetforge.training.models.tokenizers import author_token
+
+if TYPE_CHECKING:
+    from tweetforge.registry.versions import ModelVersion
 
 SAMPLE_BATCH = 32
 """Samples per generate() call: bounds the KV cache (SmolLM2-135M: ~6 MB per sample at 100 tokens)."""
@@ -163,7 +166,7 @@ class Job:
     n: int
 
 
-def sample(model: Any, tokenizer: Any, prefix: list[int], prompt: str, n: int, sampling: Sampling, seed: int,
+def sample(model: Any, tokenizer: Any, prefix: list[int], prompt: str, n: int, *, sampling: Sampling, seed: int,
            max_new_tokens: int) -> list[Sample]:
     """n posts from any Hugging Face causal LM (batch b of SAMPLE_BATCH seeded with seed + b)."""
     samples: list[Sample] = []
@@ -294,9 +297,10 @@ def draw_without_copies(draw: Callable[[int, int], list[Sample]], n: int, seed: 
 
 
 def generate_posts(
-    version: Any,
+    version: ModelVersion,
     prompt: str = "",
     n: int = 1,
+    *,
     author: str | None = None,
     sampling: Sampling | None = None,
     seed: int = 0,
@@ -312,7 +316,7 @@ def generate_posts(
     index = load_copy_index(str(version.path)) if copy_filter else None
 
     def draw(count: int, draw_seed: int) -> list[Sample]:
-        return sample(model, tokenizer, prefix, prompt, count, sampling, draw_seed, max_new_tokens)
+        return sample(model, tokenizer, prefix, prompt, count, sampling=sampling, seed=draw_seed, max_new_tokens=max_new_tokens)
 
     samples, filtered, dropped = draw_without_copies(draw, n, seed, index)
     posts = [GeneratedPost(s.text, version.name, version.version, seed, author, s.ended, s.filtered_copies) for s in samples]

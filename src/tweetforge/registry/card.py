@@ -32,6 +32,8 @@ def model_card(version: ModelVersion, snapshot: Snapshot, history: list[dict], r
     who = ", ".join(f"@{a}" for a in authors)
     cleaning = snapshot.counts.get("cleaning", [])
     splits = snapshot.counts["splits"]
+    params = version.params
+    lora = f" (r={params['lora_r']}, alpha={params['lora_alpha']}, merged into the weights)" if params["method"] == "lora" else ""
     lines = [
         "---",
         "library_name: transformers",
@@ -68,9 +70,10 @@ def model_card(version: ModelVersion, snapshot: Snapshot, history: list[dict], r
         "## Training procedure",
         "",
         f"- Base: {version.base}",
-        f"- Method: {version.params['method']}" + (f" (r={version.params['lora_r']}, alpha={version.params['lora_alpha']}, merged into the weights)" if version.params["method"] == "lora" else ""),
+        f"- Method: {version.params['method']}" + lora,
         f"- Posts packed with end-of-post separators into blocks of {version.params['block_size']} tokens, batch {version.params['batch_size']}, "
-        f"{version.metrics['steps']:,} steps, {version.metrics['train_tokens']:,} tokens, precision {version.params['precision']}, seed {version.params['seed']}",
+        f"{version.metrics['steps']:,} steps, {version.metrics['train_tokens']:,} tokens, "
+        f"precision {version.params['precision']}, seed {version.params['seed']}",
         f"- Peak learning rate {version.params['learning_rate']:g}, warmup then cosine schedule; {version.metrics['stopped_because']}",
         f"- Wall time {version.metrics['train_seconds']} s ({_num(version.metrics['tokens_per_second'], 1)} tokens/s) on CPU; run `{version.run_id}`",
     ]

@@ -172,7 +172,8 @@ def register(engine: Engine, models_dir: Path, result: Any, snapshot: Any) -> Mo
 
     params = {
         "method": config.method, "block_size": config.block_size, "batch_size": config.batch_size, "epochs": config.epochs,
-        "max_steps": config.max_steps, "learning_rate": config.learning_rate or DEFAULT_LEARNING_RATE[config.method], "lora_r": config.lora_r if config.method == "lora" else None,
+        "max_steps": config.max_steps, "learning_rate": config.learning_rate or DEFAULT_LEARNING_RATE[config.method],
+        "lora_r": config.lora_r if config.method == "lora" else None,
         "lora_alpha": config.lora_alpha if config.method == "lora" else None, "seed": config.seed,
         "precision": "bf16 autocast" if result.bf16 else "fp32",
         "layers": config.layers if config.kind != "pretrained" else None, "width": config.width if config.kind != "pretrained" else None,
@@ -198,7 +199,8 @@ def register(engine: Engine, models_dir: Path, result: Any, snapshot: Any) -> Mo
                 name=name, version=version, kind=kind, path=final, base=result.base_description, dataset=snapshot.name,
                 dataset_hash=snapshot.content_hash, run_id=result.run_id, params=params, metrics=metrics, created_at=datetime.now(),
             )
-            (staging / "tweetforge.json").write_text(json.dumps({**entry.summary(), "history": history, "generation": defaults}, indent=2, default=str))
+            info = {**entry.summary(), "history": history, "generation": defaults}
+            (staging / "tweetforge.json").write_text(json.dumps(info, indent=2, default=str))
             (staging / "README.md").write_text(model_card(entry, snapshot, history))
             conn.execute(insert(model_versions).values(
                 name=name, version=version, kind=kind, path=str(final), base=entry.base, dataset=entry.dataset,
@@ -217,7 +219,8 @@ def build_copy_index(snapshot: Any, version_dir: Path) -> Path:
     from tweetforge.registry.copy_index import CopyIndex
 
     texts, _ = training_texts(snapshot)
-    return CopyIndex.build(texts).save(version_dir / "copy_index", {"dataset": snapshot.name, "dataset_hash": snapshot.content_hash, "split": "train"})
+    source = {"dataset": snapshot.name, "dataset_hash": snapshot.content_hash, "split": "train"}
+    return CopyIndex.build(texts).save(version_dir / "copy_index", source)
 
 
 def ensure_copy_index(engine: Engine, version: ModelVersion) -> Path:

@@ -53,7 +53,7 @@ class BatchStats:
 
 
 class Batcher:
-    def __init__(self, model: Any, tokenizer: Any, max_new_tokens: int, max_batch: int = 16, max_wait_ms: float = 10.0,
+    def __init__(self, model: Any, tokenizer: Any, *, max_new_tokens: int, max_batch: int = 16, max_wait_ms: float = 10.0,
                  queue_size: int = 64, observe: Any = None):
         self.model, self.tokenizer, self.max_new_tokens = model, tokenizer, max_new_tokens
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from strawberry.fastapi import GraphQLRouter
 from strawberry.types import Info
 
+from tweetforge.serving.protocol import FeedbackRequest, GenerateRequest, sampling_of
 from tweetforge.serving.service import Service, ServiceError
 
 
@@ -89,9 +90,9 @@ def _service(info: Info) -> Service:
     return info.context["request"].app.state.service
 
 
-async def _call(function: Any, *args: Any) -> Any:
+async def _call(function: Any, *args: Any, **kwargs: Any) -> Any:
     try:
-        return await asyncio.to_thread(function, *args)
+        return await asyncio.to_thread(function, *args, **kwargs)
     except ServiceError as exc:
         raise RequestError(f"{exc.code}: {exc.message}") from None
 
@@ -137,12 +138,10 @@ class Mutation:
     @strawberry.mutation(description="Posts from a model or an experiment's variant; every post is generated: true.")
     async def generate(self, info: Info, model: str, prompt: str = "", n: int = 1, author: str | None = None, temperature: float = 1.0,
                        top_p: float = 0.95, max_chars: int | None = None, seed: int | None = None, user_id: str | None = None) -> Generation:
-        from tweetforge.serving.api import GenerateRequest, _sampling
-
         request = _validated(GenerateRequest, model=model, prompt=prompt, n=n, author=author, temperature=temperature, top_p=top_p,
                              max_chars=max_chars, seed=seed, user_id=user_id)
-        served = await _call(_service(info).generate, request.model, request.prompt, request.n, request.author, _sampling(request),
-                             request.seed, request.user_id)
+        served = await _call(_service(info).generate, request.model, request.prompt, request.n, author=request.author,
+                             sampling=sampling_of(request), seed=request.seed, user_id=request.user_id)
         return Generation(
             generation_id=served.generation_id, model=served.version.name, version=served.version.version, experiment=served.experiment,
             variant=served.variant, user_id=served.user_id, author=served.author,
@@ -152,10 +151,9 @@ class Mutation:
 
     @strawberry.mutation(description="like, dislike, copy, share, or choice (arena; winner_id = the generation that won).")
     async def feedback(self, info: Info, generation_id: str, event: str, winner_id: str | None = None, user_id: str | None = None) -> FeedbackAck:
-        from tweetforge.serving.api import FeedbackRequest
-
         request = _validated(FeedbackRequest, generation_id=generation_id, event=event, winner_id=winner_id, user_id=user_id)
-        event_id = await _call(_service(info).feedback, request.generation_id, request.event, request.winner_id, request.user_id)
+        event_id = await _call(_service(info).feedback, request.generation_id, request.event, winner_id=request.winner_id,
+                               user_id=request.user_id)
         return FeedbackAck(id=event_id, generation_id=request.generation_id, event=request.event, committed=True)
 
 

@@ -52,6 +52,26 @@ class LoadedModel:
     batcher: Any
 
 
+@dataclass(frozen=True)
+class Route:
+    """Where a request goes: a version, and the experiment and variant when an experiment assigned it."""
+
+    version: ModelVersion
+    user_id: str
+    experiment: str | None = None
+    variant: str | None = None
+
+
+@dataclass
+class Drawn:
+    """Posts drawn through the copy filter: draws thrown away as copies, posts dropped, the author written as."""
+
+    samples: list[Sample]
+    filtered: int
+    dropped: int
+    author: str | None
+
+
 @dataclass
 class Served:
     generation_id: str
@@ -104,8 +124,10 @@ class Service:
         ensure_copy_index(self.engine, version)
         index = load_copy_index(str(version.path))
         recurrent = getattr(model.config, "model_type", "") == "tweetforge-lstm"  # its state is not a key/value cache
-        batcher = (Batcher if recurrent else ContinuousBatcher)(model, tokenizer, info.get("generation", {}).get("max_new_tokens", 96), self.settings.max_batch,
-                          self.settings.max_wait_ms, self.settings.queue_size, observe=self._observe_batch)
+        max_new_tokens = info.get("generation", {}).get("max_new_tokens", 96)
+        batcher = (Batcher if recurrent else ContinuousBatcher)(model, tokenizer, max_new_tokens=max_new_tokens, max_batch=self.settings.max_batch,
+                                                                max_wait_ms=self.settings.max_wait_ms, queue_size=self.settings.queue_size,
+                                                                observe=self._observe_batch)
         return LoadedModel(version, model, tokenizer, info, index, batcher)
 
     def _observe_batch(self, posts: int, seconds: float, tokens: int) -> None:
@@ -151,21 +173,22 @@ class Service:
 
     # ------------------------------------------------------------ routing
 
-    def route(self, model: str, user_id: str) -> tuple[ModelVersion, str | None, str | None]:
-        """(version, experiment, variant): a running experiment's name assigns the user a variant (sticky),
-        anything else is a registry reference."""
-        from tweetforge.experiments.ab import ExperimentError, assign, get_experiment
+    def route(self, model: str, user_id: str | None) -> Route:
+        """A running experiment's name assigns the user a variant (sticky), anything else is a registry
+        reference. A request without a user id gets a new one."""
+        from tweetforge.experiments.ab import ExperimentError, assign, get_experiment, new_user_id
         from tweetforge.registry.versions import RegistryError, resolve
 
+        user_id = user_id or new_user_id()
         try:
             experiment = get_experiment(self.engine, model)
         except ExperimentError:
             experiment = None
         if experiment is not None and experiment.status == "running":
             variant = assign(experiment, user_id)
-            return resolve(self.engine, variant.model_ref), experiment.name, variant.name
+            return Route(resolve(self.engine, variant.model_ref), user_id, experiment.name, variant.name)
         try:
-            return resolve(self.engine, model), None, None
+            return Route(resolve(self.engine, model), user_id)
         except RegistryError as exc:
             raise ServiceError(404, "unknown_model", str(exc)) from None
 
@@ -179,9 +202,8 @@ class Service:
         except GenerationError as exc:
             raise ServiceError(422, "bad_author", str(exc)) from None
 
-    def draw(self, loaded: LoadedModel, prompt: str, n: int, author: str | None, sampling: Sampling, seed: int | None,
-             cancelled: threading.Event | None = None) -> tuple[list[Sample], int, int, str | None]:
-        """(posts, draws filtered as copies, posts dropped, author written as)."""
+    def draw(self, loaded: LoadedModel, prompt: str, n: int, *, author: str | None, sampling: Sampling, seed: int | None,
+             cancelled: threading.Event | None = None) -> Drawn:
         from tweetforge.generation.generate import GenerationError
         from tweetforge.serving.batching import ClientGone, Overloaded
 
@@ -199,32 +221,30 @@ class Service:
             raise ServiceError(422, "bad_request", str(exc)) from None
         except ClientGone as exc:
             raise ServiceError(499, "client_closed_request", str(exc)) from None
-        return samples, filtered, dropped, author
+        return Drawn(samples, filtered, dropped, author)
 
-    def generate(self, model: str, prompt: str = "", n: int = 1, author: str | None = None, sampling: Sampling | None = None,
+    def generate(self, model: str, prompt: str = "", n: int = 1, *, author: str | None = None, sampling: Sampling | None = None,
                  seed: int | None = None, user_id: str | None = None, cancelled: threading.Event | None = None) -> Served:
         """`cancelled`, set when the client goes away, withdraws the request from its model's queue."""
-        from tweetforge.experiments.ab import new_user_id
-
-        user_id = user_id or new_user_id()
-        version, experiment, variant = self.route(model, user_id)
+        route = self.route(model, user_id)
         sampling = sampling or Sampling()
-        samples, filtered, dropped, author = self.draw(self._model(version), prompt, n, author, sampling, seed, cancelled)
-        return self._log(version, experiment, variant, user_id, author, prompt, n, sampling, seed, samples, filtered, dropped)
+        drawn = self.draw(self._model(route.version), prompt, n, author=author, sampling=sampling, seed=seed, cancelled=cancelled)
+        return self._log(route, drawn, prompt=prompt, n=n, sampling=sampling, seed=seed)
 
-    def _log(self, version: ModelVersion, experiment: str | None, variant: str | None, user_id: str, author: str | None, prompt: str,
-             n: int, sampling: Sampling, seed: int | None, samples: list[Sample], filtered: int, dropped: int,
+    def _log(self, route: Route, drawn: Drawn, *, prompt: str, n: int, sampling: Sampling, seed: int | None,
              pair_id: str | None = None) -> Served:
         from tweetforge.experiments.ab import log_generation
 
-        posts = [{"text": s.text, "ended": s.ended, "filtered_copies": s.filtered_copies, "generated": True} for s in samples]
-        params = {"n": n, "author": author, "temperature": sampling.temperature, "top_p": sampling.top_p,
+        posts = [{"text": s.text, "ended": s.ended, "filtered_copies": s.filtered_copies, "generated": True} for s in drawn.samples]
+        params = {"n": n, "author": drawn.author, "temperature": sampling.temperature, "top_p": sampling.top_p,
                   "max_chars": sampling.max_chars, "seed": seed}
-        generation_id = log_generation(self.engine, version.name, version.version, prompt, params, posts, user_id, experiment, variant,
-                                       pair_id)
-        return Served(generation_id, version, experiment, variant, user_id, author, samples, filtered, dropped)
+        version = route.version
+        generation_id = log_generation(self.engine, version.name, version.version, prompt=prompt, params=params, posts=posts,
+                                       user_id=route.user_id, experiment=route.experiment, variant=route.variant, pair_id=pair_id)
+        return Served(generation_id, version, route.experiment, route.variant, route.user_id, drawn.author, drawn.samples,
+                      drawn.filtered, drawn.dropped)
 
-    def stream(self, model: str, prompt: str = "", n: int = 1, author: str | None = None, sampling: Sampling | None = None,
+    def stream(self, model: str, prompt: str = "", n: int = 1, *, author: str | None = None, sampling: Sampling | None = None,
                seed: int | None = None, user_id: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
         """(event, data) pairs: `start`; per post `token` deltas as they are made, `discard` when the finished
         post copies a training post (it is re-drawn), `post` when it is kept; then `done` with the generation id.
@@ -233,16 +253,11 @@ class Service:
         stream (the client went away) takes the post out of the batch."""
         from transformers import TextIteratorStreamer
 
-        from tweetforge.experiments.ab import new_user_id
-        from tweetforge.generation.generate import (
-            MAX_REDRAWS,
-            REDRAW_SEED_STEP,
-            GenerationError,
-        )
+        from tweetforge.generation.generate import MAX_REDRAWS, REDRAW_SEED_STEP, GenerationError
         from tweetforge.serving.batching import ClientGone, Overloaded
 
-        user_id = user_id or new_user_id()
-        version, experiment, variant = self.route(model, user_id)
+        route = self.route(model, user_id)
+        version, experiment, variant, user_id = route.version, route.experiment, route.variant, route.user_id
         sampling = sampling or Sampling()
         loaded = self._model(version)
         prefix, author = self._post_prefix(loaded, author)
@@ -280,12 +295,12 @@ class Service:
                     dropped += 1
         finally:
             gone.set()  # a stream closed early leaves the batch; after the last post this changes nothing
-        served = self._log(version, experiment, variant, user_id, author, prompt, n, sampling, seed, kept, filtered, dropped)
+        served = self._log(route, Drawn(kept, filtered, dropped, author), prompt=prompt, n=n, sampling=sampling, seed=seed)
         yield "done", {"generation_id": served.generation_id, "model": version.name, "version": version.version, "experiment": experiment,
                        "variant": variant, "user_id": user_id, "filtered_copies": filtered, "dropped": dropped,
                        "posts": [{"text": s.text, "generated": True, "ended": s.ended, "filtered_copies": s.filtered_copies} for s in kept]}
 
-    def arena(self, experiment_name: str, prompt: str = "", author: str | None = None, sampling: Sampling | None = None,
+    def arena(self, experiment_name: str, prompt: str = "", *, author: str | None = None, sampling: Sampling | None = None,
               user_id: str | None = None) -> tuple[str, str, list[Served]]:
         """(pair id, user id, two generations from two variants in a random order) for a pairwise vote."""
         import uuid
@@ -309,13 +324,12 @@ class Service:
         sampling = sampling or Sampling()
         shown = []
         for variant in arena_pair(experiment, user_id, pair_id):
-            version = resolve(self.engine, variant.model_ref)
-            samples, filtered, dropped, written_as = self.draw(self._model(version), prompt, 1, author, sampling, None)
-            shown.append(self._log(version, experiment.name, variant.name, user_id, written_as, prompt, 1, sampling, None,
-                                   samples, filtered, dropped, pair_id))
+            route = Route(resolve(self.engine, variant.model_ref), user_id, experiment.name, variant.name)
+            drawn = self.draw(self._model(route.version), prompt, 1, author=author, sampling=sampling, seed=None)
+            shown.append(self._log(route, drawn, prompt=prompt, n=1, sampling=sampling, seed=None, pair_id=pair_id))
         return pair_id, user_id, shown
 
-    def feedback(self, generation_id: str, event: str, winner_id: str | None = None, user_id: str | None = None) -> int:
+    def feedback(self, generation_id: str, event: str, *, winner_id: str | None = None, user_id: str | None = None) -> int:
         """Returns the event's id once it is committed; then a running experiment's decision is applied."""
         from sqlalchemy import select
 

@@ -23,9 +23,11 @@ from typing import Any
 import torch
 
 from tweetforge.data.post import MAX_POST_CHARS
+from tweetforge.data.snapshots import Snapshot, read_snapshot
 from tweetforge.errors import TweetforgeError
 from tweetforge.training.models.base import DEFAULT_BASE
 from tweetforge.training.models.tokenizers import author_token
+from tweetforge.training.tracking import Tracker
 
 KINDS = ("pretrained", "scratch", "lstm")
 DEFAULT_LEARNING_RATE = {"lora": 1e-3, "full": 5e-5, "scratch": 1e-3, "lstm": 2e-3}
@@ -56,8 +58,13 @@ class TrainConfig:
     epochs: float = 2.0
     max_steps: int | None = None
     max_minutes: float | None = None
-    warmup: float = 0.05
+    warmup_ratio: float = 0.05
+    """Share of the steps over which the learning rate rises linearly to its peak."""
+    min_lr_ratio: float = 0.1
+    """Where the cosine decay ends, as a share of the peak learning rate."""
     weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    """Gradients are clipped to this global norm."""
     eval_every: int = 50
     eval_blocks: int = 256
     patience: int = 3
@@ -92,8 +99,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """A saved run's config; runs saved before warmup_ratio was named so kept theirs as 'warmup'."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        renamed = {"warmup_ratio": data["warmup"]} if "warmup" in data and "warmup_ratio" not in data else {}
+        return cls(**{k: v for k, v in {**data, **renamed}.items() if k in known})
 
 
 @dataclass
@@ -199,12 +208,13 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items() if k in names}
 
 
-def learning_rate_at(step: int, total: int, peak: float, warmup_fraction: float) -> float:
-    warmup = max(1, int(total * warmup_fraction))
+def learning_rate_at(step: int, total: int, peak: float, warmup_ratio: float, min_lr_ratio: float) -> float:
+    """Linear warmup to the peak, then cosine decay to min_lr_ratio x the peak."""
+    warmup = max(1, int(total * warmup_ratio))
     if step < warmup:
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    return peak * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -361,85 +371,109 @@ def keep_freed_memory() -> Callable[[], None]:
     return restore
 
 
-def train(
-    config: TrainConfig,
-    snapshot: Any,
-    home: Path,
-    run_dir: Path | None = None,
-    resume: bool = False,
-    progress: ProgressCallback | None = None,
-    resolve_from: Callable[[str], Path] | None = None,
-) -> TrainResult:
-    """Train on a snapshot's train split, evaluating on its validation split. With resume, run_dir holds
-    the interrupted run, whose saved config wins."""
-    restore_allocator = keep_freed_memory()
-    try:
-        return _train(config, snapshot, home, run_dir, resume, progress, resolve_from)
-    finally:
-        restore_allocator()
-
-
 def configure_cpu(config: TrainConfig) -> None:
     """Process-wide settings a run uses (benchmarks/train.py calls it too, to measure what train() does)."""
     torch.set_num_threads(config.threads or os.cpu_count() or 1)
 
 
-def _train(
-    config: TrainConfig,
-    snapshot: Any,
-    home: Path,
-    run_dir: Path | None,
-    resume: bool,
-    progress: ProgressCallback | None,
-    resolve_from: Callable[[str], Path] | None,
-) -> TrainResult:
-    from tweetforge.data.snapshots import read_snapshot
-    from tweetforge.training.tracking import Tracker
+@dataclass
+class TrainingPosts:
+    """A snapshot's train and validation posts, and who wrote them."""
 
-    configure_cpu(config)
-    torch.manual_seed(config.seed)
+    texts: list[str]
+    authors: list[str]
+    """Author of each training post."""
+    validation_texts: list[str]
+    validation_authors: list[str]
+    writers: list[str]
+    """Every author of the train split, sorted."""
 
-    train_posts = read_snapshot(snapshot, "train")
-    validation_posts = read_snapshot(snapshot, "validation")
+    @property
+    def multi_author(self) -> bool:
+        return len(self.writers) > 1
+
+    @property
+    def control_tokens(self) -> list[str]:
+        return [author_token(a) for a in self.writers] if self.multi_author else []
+
+
+def read_training_posts(snapshot: Snapshot) -> TrainingPosts:
+    train_posts, validation_posts = read_snapshot(snapshot, "train"), read_snapshot(snapshot, "validation")
     if train_posts.height == 0:
         raise TrainingError(f"dataset {snapshot.name} has no training posts")
-    authors = sorted(set(train_posts["author"].to_list()), key=str.lower)
-    multi_author = len(authors) > 1
-    control_tokens = [author_token(a) for a in authors] if multi_author else []
-    texts = train_posts["text"].to_list()
+    authors = train_posts["author"].to_list()
+    return TrainingPosts(train_posts["text"].to_list(), authors, validation_posts["text"].to_list(), validation_posts["author"].to_list(),
+                         sorted(set(authors), key=str.lower))
 
-    model, tokenizer, description = prepare_model(config, texts, control_tokens, home, resolve_from)
-    sequences = encode_posts(tokenizer, texts, train_posts["author"].to_list() if multi_author else None)
+
+@dataclass
+class Blocks:
+    train: torch.Tensor
+    validation: torch.Tensor | None
+    """None when the validation split is empty or shorter than one block."""
+    max_post_tokens: int
+    """Tokens of the longest training post that fits MAX_POST_CHARS: the generation limit."""
+
+
+def prepare_blocks(config: TrainConfig, tokenizer: Any, posts: TrainingPosts, dataset: str) -> Blocks:
+    """Both splits encoded and packed into blocks of config.block_size tokens."""
+    sequences = encode_posts(tokenizer, posts.texts, posts.authors if posts.multi_author else None)
     train_blocks = pack(sequences, config.block_size)
-    prefix = 2 if multi_author else 1
-    fitting = [len(s) - prefix for s, t in zip(sequences, texts) if len(t) <= MAX_POST_CHARS] or [len(s) - prefix for s in sequences]
-    validation_blocks = None
-    if validation_posts.height:
-        try:
-            validation_blocks = pack(
-                encode_posts(tokenizer, validation_posts["text"].to_list(), validation_posts["author"].to_list() if multi_author else None),
-                config.block_size,
-            )[: config.eval_blocks]
-        except TrainingError:
-            validation_blocks = None
     if len(train_blocks) < config.batch_size:
         raise TrainingError(
-            f"dataset {snapshot.name} gives {len(train_blocks)} training blocks of {config.block_size} tokens, fewer than one "
+            f"dataset {dataset} gives {len(train_blocks)} training blocks of {config.block_size} tokens, fewer than one "
             f"batch of {config.batch_size}: import more posts or lower --batch-size"
         )
+    validation = None
+    if posts.validation_texts:
+        try:
+            encoded = encode_posts(tokenizer, posts.validation_texts, posts.validation_authors if posts.multi_author else None)
+            validation = pack(encoded, config.block_size)[: config.eval_blocks]
+        except TrainingError:
+            validation = None
+    prefix = 2 if posts.multi_author else 1
+    fitting = [len(s) - prefix for s, t in zip(sequences, posts.texts) if len(t) <= MAX_POST_CHARS] or [len(s) - prefix for s in sequences]
+    return Blocks(train_blocks, validation, max(fitting))
 
-    bf16 = use_bf16(config.precision)
-    peak_lr = config.learning_rate or DEFAULT_LEARNING_RATE[config.method]
+
+def make_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters, fused where this torch build has it."""
     parameters = [p for p in model.parameters() if p.requires_grad]
     try:
-        optimizer = torch.optim.AdamW(parameters, lr=peak_lr, weight_decay=config.weight_decay, fused=True)
+        return torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay, fused=True)
     except (RuntimeError, TypeError):
-        optimizer = torch.optim.AdamW(parameters, lr=peak_lr, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(train_blocks) / config.batch_size)
-    total_steps = max(1, math.ceil(config.epochs * steps_per_epoch))
-    if config.max_steps:
-        total_steps = min(total_steps, config.max_steps)
+        return torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay)
 
+
+@dataclass(frozen=True)
+class Schedule:
+    steps_per_epoch: int
+    total_steps: int
+    peak_lr: float
+
+    @classmethod
+    def of(cls, config: TrainConfig, train_blocks: int) -> Schedule:
+        steps_per_epoch = math.ceil(train_blocks / config.batch_size)
+        total = max(1, math.ceil(config.epochs * steps_per_epoch))
+        return cls(steps_per_epoch, min(total, config.max_steps) if config.max_steps else total,
+                   config.learning_rate or DEFAULT_LEARNING_RATE[config.method])
+
+    def learning_rate(self, step: int, config: TrainConfig) -> float:
+        return learning_rate_at(step, self.total_steps, self.peak_lr, config.warmup_ratio, config.min_lr_ratio)
+
+
+@dataclass
+class Run:
+    run_id: str
+    run_dir: Path
+    state: RunState
+    best: dict[str, torch.Tensor] | None
+    """The trainable weights at the best validation loss so far."""
+
+
+def open_run(config: TrainConfig, snapshot: Snapshot, home: Path, *, run_dir: Path | None, resume: bool, model: torch.nn.Module,
+             optimizer: torch.optim.Optimizer) -> Run:
+    """A new run directory under home/runs, or (resume) the interrupted one restored from its checkpoint."""
     state, best = RunState(), None
     run_id = run_dir.name if run_dir else f"{config.model_name}-{datetime.now():%Y%m%d-%H%M%S}-{os.urandom(2).hex()}"
     run_dir = run_dir or home / "runs" / run_id
@@ -449,47 +483,62 @@ def _train(
         if missing.unexpected_keys:
             raise TrainingError(f"checkpoint in {run_dir} does not fit this model (unexpected {missing.unexpected_keys[:3]})")
         optimizer.load_state_dict(checkpoint["optimizer"])
-        state = RunState(**checkpoint["state"])
-        best = checkpoint["best"]
+        state, best = RunState(**checkpoint["state"]), checkpoint["best"]
         torch.set_rng_state(checkpoint["rng"])
     else:
         run_dir.mkdir(parents=True, exist_ok=False)
     (run_dir / "config.json").write_text(json.dumps({**asdict(config), "snapshot_hash": snapshot.content_hash}, indent=2))
     (run_dir / "status").write_text("running")
+    return Run(run_id, run_dir, state, best)
 
-    tracked = {
+
+def tracked_config(config: TrainConfig, snapshot: Snapshot, description: str, blocks: Blocks, model: torch.nn.Module, bf16: bool) -> dict[str, Any]:
+    """What the tracker records about a run, beside its metrics."""
+    return {
         **asdict(config),
         "dataset_hash": snapshot.content_hash,
         "base_description": description,
         "torch": torch.__version__,
         "transformers": __import__("transformers").__version__,
-        "train_blocks": len(train_blocks),
-        "train_tokens_per_epoch": train_blocks.numel(),
-        "trainable_parameters": sum(p.numel() for p in parameters),
+        "train_blocks": len(blocks.train),
+        "train_tokens_per_epoch": blocks.train.numel(),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "bf16": bf16,
     }
-    tracker = Tracker(config.report_to, home, run_id, tracked, resume=resume)
+
+
+def should_evaluate(state: RunState, config: TrainConfig, total_steps: int, out_of_time: bool) -> bool:
+    """Every eval_every steps, at the last step, and when the time budget ends the run."""
+    return state.step % config.eval_every == 0 or state.step == total_steps or out_of_time
+
+
+def stop_reason(state: RunState, config: TrainConfig, out_of_time: bool) -> str:
+    if state.evals_without_improvement >= config.patience:
+        return f"early stop: no validation improvement in {config.patience} evaluations"
+    if out_of_time:
+        return f"time budget of {config.max_minutes:g} minutes reached"
+    return ""
+
+
+def train_loop(config: TrainConfig, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, blocks: Blocks, schedule: Schedule,
+               run: Run, tracker: Tracker, bf16: bool, report: Callable[[dict[str, Any]], None]) -> None:
+    """Steps until the schedule, the patience or the time budget ends the run; checkpoints on the way."""
+    state = run.state
+    parameters = [p for p in model.parameters() if p.requires_grad]
     compiled = torch.compile(model) if config.compile else model
     model.train()
     budget = config.max_minutes * 60 if config.max_minutes else None
-    session_start, session_tokens = time.perf_counter(), 0
-    seconds_before = state.seconds
-
-    def report(extra: dict[str, Any]) -> None:
-        if progress:
-            progress({"step": state.step, "total_steps": total_steps, **extra})
-
-    report({"phase": "start", "description": description})
-    while state.step < total_steps:
-        epoch, offset = divmod(state.step, steps_per_epoch)
-        order = epoch_order(len(train_blocks), config.seed, epoch)
-        batch = train_blocks[order[offset * config.batch_size : (offset + 1) * config.batch_size]]
+    session_start, session_tokens, seconds_before = time.perf_counter(), 0, state.seconds
+    while state.step < schedule.total_steps:
+        epoch, offset = divmod(state.step, schedule.steps_per_epoch)
+        order = epoch_order(len(blocks.train), config.seed, epoch)
+        batch = blocks.train[order[offset * config.batch_size : (offset + 1) * config.batch_size]]
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate_at(state.step, total_steps, peak_lr, config.warmup)
+            group["lr"] = schedule.learning_rate(state.step, config)
         # an epoch's last short batch runs eager rather than triggering a recompile for its shape
         loss = causal_lm_loss(compiled if len(batch) == config.batch_size else model, batch, bf16)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
@@ -500,45 +549,69 @@ def _train(
         tokens_per_second = session_tokens / max(elapsed, 1e-9)
         metrics = {"train/loss": loss.item(), "train/tokens_per_second": tokens_per_second, "train/lr": optimizer.param_groups[0]["lr"]}
 
-        evaluate_now = validation_blocks is not None and (state.step % config.eval_every == 0 or state.step == total_steps)
         out_of_time = budget is not None and state.seconds >= budget
-        if validation_blocks is not None and out_of_time and not evaluate_now:
-            evaluate_now = True
-        if evaluate_now:
-            val_loss = evaluate_loss(model, validation_blocks, config.batch_size, bf16)
+        if blocks.validation is not None and should_evaluate(state, config, schedule.total_steps, out_of_time):
+            val_loss = evaluate_loss(model, blocks.validation, config.batch_size, bf16)
             metrics.update({"eval/loss": val_loss, "eval/perplexity": math.exp(min(val_loss, 50))})
             state.history.append({"step": state.step, "train_loss": loss.item(), "val_loss": val_loss, "seconds": state.seconds})
             if val_loss < state.best_val_loss - 1e-4:
                 state.best_val_loss, state.best_step, state.evals_without_improvement = val_loss, state.step, 0
-                best = trainable_state(model)
+                run.best = trainable_state(model)
             else:
                 state.evals_without_improvement += 1
         tracker.log(metrics, step=state.step)
         report({"phase": "step", "loss": loss.item(), "val_loss": metrics.get("eval/loss"), "tokens_per_second": tokens_per_second})
 
-        if state.evals_without_improvement >= config.patience:
-            state.stopped_because = f"early stop: no validation improvement in {config.patience} evaluations"
-        elif out_of_time:
-            state.stopped_because = f"time budget of {config.max_minutes:g} minutes reached"
+        state.stopped_because = stop_reason(state, config, out_of_time)
         if state.step % config.checkpoint_every == 0 or state.stopped_because:
-            save_checkpoint(run_dir, model, optimizer, state, best)
+            save_checkpoint(run.run_dir, model, optimizer, state, run.best)
         if state.stopped_because:
             break
-    if not state.stopped_because:
-        state.stopped_because = f"finished {total_steps} steps"
-    if best is not None and state.best_step != state.step:
-        model.load_state_dict(best, strict=False)  # end on the best validated weights
-    save_checkpoint(run_dir, model, optimizer, state, best)
-    peak_rss_mb = _peak_rss_mb()
-    tracker.log({"final/best_val_loss": state.best_val_loss if best is not None else float("nan"), "final/peak_rss_mb": peak_rss_mb,
+    state.stopped_because = state.stopped_because or f"finished {schedule.total_steps} steps"
+
+
+def finish(model: torch.nn.Module, optimizer: torch.optim.Optimizer, run: Run, tracker: Tracker) -> None:
+    """End on the best validated weights, checkpoint them, close the tracker, mark the run finished."""
+    state = run.state
+    if run.best is not None and state.best_step != state.step:
+        model.load_state_dict(run.best, strict=False)
+    save_checkpoint(run.run_dir, model, optimizer, state, run.best)
+    tracker.log({"final/best_val_loss": state.best_val_loss if run.best is not None else float("nan"), "final/peak_rss_mb": _peak_rss_mb(),
                  "final/tokens": state.tokens}, step=state.step)
     tracker.finish()
-    (run_dir / "status").write_text("finished")
-    report({"phase": "done", "stopped_because": state.stopped_because})
-    return TrainResult(
-        run_id=run_id, run_dir=run_dir, model=model, tokenizer=tokenizer, state=state, config=config,
-        base_description=description, authors=authors, multi_author=multi_author, bf16=bf16, max_post_tokens=max(fitting),
-    )
+    (run.run_dir / "status").write_text("finished")
+
+
+def train(config: TrainConfig, snapshot: Snapshot, home: Path, *, run_dir: Path | None = None, resume: bool = False,
+          progress: ProgressCallback | None = None, resolve_from: Callable[[str], Path] | None = None) -> TrainResult:
+    """Train on a snapshot's train split, evaluating on its validation split. With resume, run_dir holds
+    the interrupted run, whose saved config wins."""
+    restore_allocator = keep_freed_memory()
+    try:
+        configure_cpu(config)
+        torch.manual_seed(config.seed)
+        posts = read_training_posts(snapshot)
+        model, tokenizer, description = prepare_model(config, posts.texts, posts.control_tokens, home, resolve_from)
+        blocks = prepare_blocks(config, tokenizer, posts, snapshot.name)
+        schedule = Schedule.of(config, len(blocks.train))
+        optimizer = make_optimizer(model, schedule.peak_lr, config.weight_decay)
+        run = open_run(config, snapshot, home, run_dir=run_dir, resume=resume, model=model, optimizer=optimizer)
+        bf16 = use_bf16(config.precision)
+        tracker = Tracker(config.report_to, home, run.run_id, tracked_config(config, snapshot, description, blocks, model, bf16), resume=resume)
+
+        def report(event: dict[str, Any]) -> None:
+            if progress:
+                progress({"step": run.state.step, "total_steps": schedule.total_steps, **event})
+
+        report({"phase": "start", "description": description})
+        train_loop(config, model=model, optimizer=optimizer, blocks=blocks, schedule=schedule, run=run, tracker=tracker, bf16=bf16, report=report)
+        finish(model, optimizer, run, tracker)
+        report({"phase": "done", "stopped_because": run.state.stopped_because})
+        return TrainResult(run_id=run.run_id, run_dir=run.run_dir, model=model, tokenizer=tokenizer, state=run.state, config=config,
+                           base_description=description, authors=posts.writers, multi_author=posts.multi_author, bf16=bf16,
+                           max_post_tokens=blocks.max_post_tokens)
+    finally:
+        restore_allocator()
 
 
 def _peak_rss_mb() -> float:
@@ -554,3 +627,12 @@ def find_resumable_run(home: Path, model_name: str) -> Path:
         if (run / "status").exists() and (run / "status").read_text() != "finished":
             return run
     raise TrainingError(f"no interrupted run of {model_name} to resume under {home / 'runs'}")
+
+
+def saved_config(run_dir: Path) -> TrainConfig:
+    """The config an interrupted run was started with (resuming continues it, whatever else is asked)."""
+    path = run_dir / "config.json"
+    try:
+        return TrainConfig.from_dict(json.loads(path.read_text()))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TrainingError(f"{run_dir} is not a training run to resume ({path}: {exc})") from None

@@ -232,7 +232,8 @@ def generic_mapper(header: Row, options: ReadOptions, where: str) -> RowMapper:
         )
     i_author = pick_column(header, options.author_column, AUTHOR_COLUMNS, "author", where, "--author-column")
     if i_author is None and not options.author:
-        raise SourceError(where, f"CSV header has no author column (columns: {', '.join(header)}): pass --author-column NAME or --author HANDLE", line=1)
+        columns = ", ".join(header)
+        raise SourceError(where, f"CSV header has no author column (columns: {columns}): pass --author-column NAME or --author HANDLE", line=1)
     i_id = pick_column(header, options.id_column, ID_COLUMNS, "id", where, "--id-column")
     i_time = pick_column(header, options.time_column, TIME_COLUMNS, "time", where, "--time-column")
     author_override = options.author.lstrip("@") if options.author else None
@@ -264,8 +265,10 @@ CSV_FORMATS: dict[str, CsvFormat] = {
     fmt.name: fmt
     for fmt in (
         CsvFormat("kaggle", "Kaggle / twint 36-column export", "utf-8", True, lambda h: h[:3] == KAGGLE_HEADER[:3] and "tweet" in h, kaggle_mapper),
-        CsvFormat("elon-cleaned", "ElonMuskTweetPredictor cleaned CSV (no ids, no author)", "utf-8", True, lambda h: h == ELON_CLEANED_HEADER, elon_cleaned_mapper),
-        CsvFormat("trump-archive", "Trump Twitter Archive export (no author)", "utf-8", True, lambda h: h == TRUMP_ARCHIVE_HEADER, trump_archive_mapper),
+        CsvFormat("elon-cleaned", "ElonMuskTweetPredictor cleaned CSV (no ids, no author)", "utf-8", True,
+                  lambda h: h == ELON_CLEANED_HEADER, elon_cleaned_mapper),
+        CsvFormat("trump-archive", "Trump Twitter Archive export (no author)", "utf-8", True,
+                  lambda h: h == TRUMP_ARCHIVE_HEADER, trump_archive_mapper),
         CsvFormat("sentiment140", "Sentiment140 (no header, Latin-1, many authors)", "latin-1", False, _is_sentiment140, sentiment140_mapper),
         CsvFormat("csv", "any CSV with a header; name columns with --text-column etc.", "utf-8", True, lambda h: True, generic_mapper),
     )
