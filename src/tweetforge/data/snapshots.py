@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, Row, insert, select
 
 from tweetforge import __version__
 from tweetforge.data.clean import RULES_VERSION, CleaningRules, clean, cleaning_stats
@@ -263,7 +263,7 @@ def create_snapshot(engine: Engine, datasets_dir: Path, request: SnapshotRequest
     return snapshot
 
 
-def _from_row(row: Any) -> Snapshot:
+def _from_row(row: Row) -> Snapshot:
     return Snapshot(
         name=row.name,
         path=Path(row.path),

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, desc, insert, select
+from sqlalchemy import Engine, Row, desc, insert, select
 
 from tweetforge.data.post import MAX_POST_CHARS
 from tweetforge.data.snapshots import (
@@ -376,7 +376,7 @@ def _finite(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
 
 
-def _from_row(row: Any) -> Evaluation:
+def _from_row(row: Row) -> Evaluation:
     return Evaluation(
         subject=row.subject, kind=row.kind, dataset=row.dataset, dataset_hash=row.dataset_hash, settings=EvalSettings(**row.settings),
         metrics=row.metrics, samples=row.samples, copies=row.copies, seconds=row.seconds, created_at=row.created_at, id=row.id,

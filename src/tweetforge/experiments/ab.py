@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection, Engine, Row, insert, select, update
 
 from tweetforge.db.schema import (
     experiment_decisions,
@@ -120,7 +120,7 @@ def create_experiment(engine: Engine, name: str, variants: list[tuple[str, str, 
     return get_experiment(engine, name)
 
 
-def _from_rows(row: Any, variant_rows: list[Any]) -> Experiment:
+def _from_rows(row: Row, variant_rows: list[Row]) -> Experiment:
     return Experiment(
         name=row.name, metric=row.metric, min_sample=row.min_sample, alpha=row.alpha, auto_promote=row.auto_promote,
         status=row.status, created_at=row.created_at, stopped_at=row.stopped_at, winner=row.winner,
@@ -401,7 +401,7 @@ def apply_decision(engine: Engine, status: ExperimentStatus) -> bool:
     return True
 
 
-def _log_decision(engine: Engine, status: ExperimentStatus, promoted: bool, conn: Any = None) -> None:
+def _log_decision(engine: Engine, status: ExperimentStatus, promoted: bool, conn: Connection | None = None) -> None:
     values = dict(experiment=status.experiment.name, at=datetime.now(), state=status.state, winner=status.winner, promoted=promoted,
                   statistics=json_safe({"reason": status.reason, "always_valid_p": status.always_valid_p,
                                          "variants": [r.__dict__ for r in status.results]}))

@@ -13,13 +13,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, delete, func, insert, select, update
 
 from tweetforge.db.schema import model_aliases, model_versions
 from tweetforge.errors import TweetforgeError
 from tweetforge.files import write_text_atomically
+
+if TYPE_CHECKING:
+    from tweetforge.data.snapshots import Snapshot
+    from tweetforge.training.train import TrainResult
 
 ALIAS_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 
@@ -62,14 +66,14 @@ def parse_ref(ref: str) -> tuple[str, str | None]:
     return name, selector or None
 
 
-def _aliases(conn: Any, name: str) -> dict[int, list[str]]:
+def _aliases(conn: Connection, name: str) -> dict[int, list[str]]:
     found: dict[int, list[str]] = {}
     for alias, version in conn.execute(select(model_aliases.c.alias, model_aliases.c.version).where(model_aliases.c.name == name)):
         found.setdefault(version, []).append(alias)
     return found
 
 
-def _version(row: Any, aliases: dict[int, list[str]]) -> ModelVersion:
+def _version(row: Row, aliases: dict[int, list[str]]) -> ModelVersion:
     return ModelVersion(
         name=row.name, version=row.version, kind=row.kind, path=Path(row.path), base=row.base, dataset=row.dataset,
         dataset_hash=row.dataset_hash, run_id=row.run_id, params=row.params, metrics=row.metrics,
@@ -120,7 +124,7 @@ def set_alias(engine: Engine, ref: str, alias: str) -> ModelVersion:
     return resolve(engine, f"{target.name}:{target.version}")
 
 
-def point_alias(conn: Any, name: str, alias: str, version: int) -> None:
+def point_alias(conn: Connection, name: str, alias: str, version: int) -> None:
     conn.execute(delete(model_aliases).where(model_aliases.c.name == name, model_aliases.c.alias == alias))
     conn.execute(insert(model_aliases).values(name=name, alias=alias, version=version, updated_at=datetime.now()))
 
@@ -139,7 +143,7 @@ def generation_defaults(tokenizer: Any, max_post_tokens: int) -> dict[str, Any]:
     }
 
 
-def register(engine: Engine, models_dir: Path, result: Any, snapshot: Any) -> ModelVersion:
+def register(engine: Engine, models_dir: Path, result: TrainResult, snapshot: Snapshot) -> ModelVersion:
     """Export a finished run as the next version of its name: merged weights (safetensors), tokenizer,
     generation config, metadata and a model card, written beside and renamed into place once the row is in."""
     from transformers import GenerationConfig
@@ -213,7 +217,7 @@ def register(engine: Engine, models_dir: Path, result: Any, snapshot: Any) -> Mo
     return entry
 
 
-def build_copy_index(snapshot: Any, version_dir: Path) -> Path:
+def build_copy_index(snapshot: Snapshot, version_dir: Path) -> Path:
     """The copy index of the snapshot's train split (what the version was trained on), in its directory."""
     from tweetforge.data.snapshots import training_texts
     from tweetforge.registry.copy_index import CopyIndex

@@ -9,6 +9,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ class BatchStats:
 
 class Batcher:
     def __init__(self, model: Any, tokenizer: Any, *, max_new_tokens: int, max_batch: int = 16, max_wait_ms: float = 10.0,
-                 queue_size: int = 64, observe: Any = None):
+                 queue_size: int = 64, observe: Callable[[int, float, int], None] | None = None):
         self.model, self.tokenizer, self.max_new_tokens = model, tokenizer, max_new_tokens
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
         self.queue: queue.Queue[Request] = queue.Queue(maxsize=queue_size)

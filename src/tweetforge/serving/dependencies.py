@@ -40,5 +40,5 @@ def get_rate_limit(request: Request) -> Callable[[str | None], None]:
 ServiceDep = Annotated[Service, Depends(get_service)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 RateLimitDep = Annotated[Callable[[str | None], None], Depends(get_rate_limit)]
-ADMIN = [Depends(require_admin)]
-"""`dependencies=ADMIN` on a route puts it behind the bearer token."""
+AdminDep = Depends(require_admin)
+"""`dependencies=[AdminDep]` puts a route or a router behind the bearer token."""

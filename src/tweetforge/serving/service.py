@@ -7,9 +7,9 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
@@ -23,6 +23,9 @@ from tweetforge.generation.generate import (
 )
 from tweetforge.registry.copy_index import CopyIndex
 from tweetforge.registry.versions import ModelVersion
+
+if TYPE_CHECKING:
+    from tweetforge.serving.batching import Batcher
 
 STREAM_TIMEOUT_S = 600.0
 """A streamed post waits at most this long for its next token (the batcher ends every stream it takes)."""
@@ -49,7 +52,7 @@ class LoadedModel:
     tokenizer: Any
     info: dict[str, Any]
     copy_index: CopyIndex
-    batcher: Any
+    batcher: Batcher
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,7 @@ class ServiceSettings:
 class Service:
     def __init__(self, engine: Engine, settings: ServiceSettings | None = None):
         self.engine, self.settings = engine, settings or ServiceSettings()
-        self.batch_observers: list[Any] = []
+        self.batch_observers: list[Callable[[int, float, int], None]] = []
         """Called with (posts, seconds, tokens) after each batch or decoding step: an app's metrics add theirs."""
         self._pool: dict[str, LoadedModel] = {}
         self.failures: dict[str, str] = {}

@@ -1,4 +1,5 @@
-"""A/B experiments: anyone reads an experiment's state; creating, stopping and promoting need the admin token."""
+"""What changes the running system: experiments created, stopped or promoted, and the model pool
+reloaded. Every route here needs the admin bearer token."""
 
 from __future__ import annotations
 
@@ -6,20 +7,12 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from tweetforge.experiments.ab import (
-    ExperimentError,
-    create_experiment,
-    experiment_status,
-    json_safe,
-    parse_variant,
-    promote_variant,
-    stop_experiment,
-)
-from tweetforge.serving.dependencies import ADMIN, ServiceDep
-from tweetforge.serving.protocol import ERRORS, ExperimentCreate
+from tweetforge.experiments.ab import ExperimentError, create_experiment, parse_variant, promote_variant, stop_experiment
+from tweetforge.serving.dependencies import AdminDep, ServiceDep
+from tweetforge.serving.protocol import ERRORS, ExperimentCreate, Pool
 from tweetforge.serving.service import ServiceError
 
-router = APIRouter(prefix="/v1/experiments", responses=ERRORS)
+router = APIRouter(prefix="/v1", tags=["admin"], dependencies=[AdminDep], responses=ERRORS)
 
 
 def refused(exc: ExperimentError) -> ServiceError:
@@ -27,16 +20,7 @@ def refused(exc: ExperimentError) -> ServiceError:
     return ServiceError(404 if "no experiment" in str(exc) else 409, "bad_experiment", str(exc))
 
 
-@router.get("/{name}", tags=["experiments"])
-def experiment(name: str, service: ServiceDep) -> dict[str, Any]:
-    """The experiment, per-variant rates with intervals, P(best) and the decision state."""
-    try:
-        return json_safe(experiment_status(service.engine, name).summary())
-    except ExperimentError as exc:
-        raise ServiceError(404, "unknown_experiment", str(exc)) from None
-
-
-@router.post("", tags=["admin"], dependencies=ADMIN, status_code=201)
+@router.post("/experiments", status_code=201)
 def create(body: ExperimentCreate, service: ServiceDep) -> dict[str, Any]:
     try:
         created = create_experiment(service.engine, body.name, [parse_variant(v) for v in body.variants], metric=body.metric,
@@ -46,7 +30,7 @@ def create(body: ExperimentCreate, service: ServiceDep) -> dict[str, Any]:
     return created.summary()
 
 
-@router.post("/{name}/stop", tags=["admin"], dependencies=ADMIN)
+@router.post("/experiments/{name}/stop")
 def stop(name: str, service: ServiceDep) -> dict[str, Any]:
     try:
         return stop_experiment(service.engine, name).summary()
@@ -54,10 +38,17 @@ def stop(name: str, service: ServiceDep) -> dict[str, Any]:
         raise refused(exc) from None
 
 
-@router.post("/{name}/promote", tags=["admin"], dependencies=ADMIN)
+@router.post("/experiments/{name}/promote")
 def promote(name: str, service: ServiceDep, variant: str | None = None) -> dict[str, Any]:
     try:
         target = promote_variant(service.engine, name, variant)
     except ExperimentError as exc:
         raise refused(exc) from None
     return {"experiment": name, "variant": target.name, "champion": target.model_ref}
+
+
+@router.post("/models/reload", response_model=Pool)
+def reload(service: ServiceDep) -> Pool:
+    """Load the current champions into a new pool and swap it in; in-flight requests finish on the old one."""
+    service.load()
+    return Pool(loaded=sorted(m.version.ref for m in service.loaded()), failed=service.failures)
