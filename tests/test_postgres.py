@@ -11,20 +11,35 @@ from conftest import STORE_TABLES, archive_tweet, make_archive, shared, table_du
 from tweetforge.data.ingest import ingest
 from tweetforge.data.snapshots import SnapshotRequest, create_snapshot, read_snapshot
 from tweetforge.data.sources import ReadOptions, SourceError, open_source
-from tweetforge.db.engine import engine_for
 from tweetforge.db.schema import metadata
 
 URL = os.environ.get("TWEETFORGE_TEST_POSTGRES_URL")
 pytestmark = pytest.mark.skipif(not URL, reason="TWEETFORGE_TEST_POSTGRES_URL is not set (CI sets it)")
 
 
+def drop_everything() -> None:
+    from sqlalchemy import text
+
+    from tweetforge.db.engine import create_store_engine
+
+    raw = create_store_engine(URL)  # no upgrade: whatever an earlier run left is dropped as it is
+    metadata.drop_all(raw)
+    with raw.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    raw.dispose()
+
+
 @pytest.fixture
 def pg():
-    engine = engine_for(URL)
-    metadata.drop_all(engine)
-    metadata.create_all(engine)
+    from tweetforge.db.engine import create_store_engine
+    from tweetforge.db.migrate import upgrade
+
+    drop_everything()
+    engine = create_store_engine(URL)
+    upgrade(engine)
     yield engine
-    metadata.drop_all(engine)
+    engine.dispose()
+    drop_everything()
 
 
 def load(engine, spec, **options):
@@ -82,16 +97,48 @@ def test_postgres_store_upgrades_itself(tmp_path):
             conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
 
     empty()
-    metadata.create_all(engine)
-    with engine.begin() as conn:
+    from alembic import command
+    from alembic.config import Config
+
+    from tweetforge.db.migrate import MIGRATIONS
+
+    with engine.begin() as conn:  # 0.1.0's tables: the baseline revision, without the version table
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+        conn.execute(text("DROP TABLE alembic_version"))
         conn.execute(text("INSERT INTO optouts (handle, added_at) VALUES ('someone', now())"))
     done = upgrade(engine)
     assert (done.before, done.after) == (None, head()) and revision(engine) == head()
     with engine.connect() as conn:
         assert conn.execute(text("SELECT handle FROM optouts")).scalars().all() == ["someone"]
+        widened = conn.execute(text("SELECT character_maximum_length FROM information_schema.columns "
+                                    "WHERE table_name = 'posts' AND column_name = 'post_id'")).scalar()
+        assert widened == 300  # revision 0002 on the real server: room for Bluesky and Mastodon URIs
     assert not upgrade(engine).changed
 
     empty()
     assert upgrade(engine).after == head() and revision(engine) == head()
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM posts")).scalar() == 0
+
+
+def test_postgres_follows_a_live_account_with_long_post_ids(pg, monkeypatch):
+    """Bluesky's at:// URIs pass 64 characters; PostgreSQL enforces the column width SQLite ignores."""
+    from sqlalchemy import text
+
+    from fake_networks import FakeNetworks
+    from tweetforge.config import get_settings
+    from tweetforge.data.sources.live import parse_handle
+    from tweetforge.data.sync import followed, sync_account
+
+    monkeypatch.setenv("TWEETFORGE_SYNC_BACKOFF_S", "0.01")
+    get_settings.cache_clear()
+    with FakeNetworks() as net:
+        net.bluesky_account("a-rather-long-handle.bsky.social", 130)
+        result = sync_account(pg, parse_handle("bsky:a-rather-long-handle.bsky.social"), base_url=net.url)
+    get_settings.cache_clear()
+    assert result.new == 130 and followed(pg)[0]["stored"] == 130
+    with pg.connect() as conn:
+        assert conn.execute(text("SELECT max(length(post_id)) FROM posts")).scalar() > 64

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -18,7 +20,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
+from rich.table import Column, Table
 from typer.core import TyperGroup
 
 from tweetforge.data.clean import OPTIONAL_STATS, STATS_COLUMNS, CleaningRules
@@ -147,12 +149,25 @@ def ingest(
     id_column: Annotated[str | None, typer.Option("--id-column")] = None,
     time_column: Annotated[str | None, typer.Option("--time-column")] = None,
     skip_bad: Annotated[bool, typer.Option("--skip-bad", help="Import the good records and list the bad ones.")] = False,
+    base_url: Annotated[str | None, typer.Option("--base-url", help="Live sources: another Bluesky AppView or PDS, a "
+                                                 "Mastodon instance's address, an X API proxy (kept for later syncs).")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Import posts into the store, in one transaction: a bad file changes nothing. `tweetforge ingest list`
-    lists every import (a file named list: ./list)."""
+    """Import posts into the store, in one transaction: a bad file changes nothing. `bsky:HANDLE`,
+    `mastodon:@user@instance` and `x:@user` read an account's public posts live and follow it: the
+    next ingest or `sync` fetches only what is new. `tweetforge ingest list` lists every import (a file
+    named list: ./list)."""
     if source == "list":
         ingest_list(as_json)
+        return
+    from tweetforge.data.sources.live import is_live, parse_handle
+
+    if is_live(source) and not Path(source).exists():
+        from tweetforge.data.sync import sync_account
+
+        with live_progress(disable=as_json) as show:
+            result = sync_account(engine(), parse_handle(source), base_url=base_url, progress=show)
+        print_sync(result, as_json=as_json)
         return
     from tweetforge.data.ingest import ingest as run_ingest
     from tweetforge.data.sources import ReadOptions, open_source
@@ -214,6 +229,119 @@ def ingest(
             console.print(f"  … and {len(result.skipped) - 20:,} more (stored with the import, see: tweetforge ingest list --json)")
 
 
+@contextmanager
+def live_progress(*, disable: bool) -> Iterator[Callable]:
+    """A bar per account: posts fetched (of the total the network reports), pages, and any wait."""
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}[/]"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.fields[total_text]} posts · {task.fields[pages]} pages"),
+        TextColumn("[yellow]{task.fields[wait]}[/]"),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=True,
+        disable=disable or not errors.is_terminal,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def show(p: Any) -> None:
+            if p.spec not in tasks:
+                tasks[p.spec] = bar.add_task(p.spec, total=p.total, total_text="?", pages=0, wait="")
+            wait = f"waiting {p.waiting_s:.0f} s: {p.why}" if p.waiting_s else ""
+            bar.update(tasks[p.spec], completed=p.fetched, total=max(p.total or 0, p.fetched) or None,
+                       total_text=f"{p.total:,}" if p.total else "?", pages=p.pages, wait=wait)
+
+        yield show
+
+
+def sync_summary(result: Any) -> dict:
+    return {
+        "source": result.spec, "import_id": result.import_id, "pages": result.pages, "requests": result.requests,
+        "fetched": result.fetched, "new": result.new, "updated": result.updated, "unchanged": result.unchanged,
+        "refused_opted_out": result.refused, "deleted": result.deleted, "waited_s": round(result.waited_s, 1),
+        "seconds": round(result.duration_s, 3), "notes": result.notes,
+    }
+
+
+def counted(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def print_sync(result: Any, *, as_json: bool) -> None:
+    if as_json:
+        print_json(sync_summary(result))
+        return
+    imported = f" (import #{result.import_id})" if result.import_id is not None else ""
+    console.print(
+        f"Synced [bold]{result.spec}[/]{imported}: {counted(result.fetched, 'post')} in {counted(result.pages, 'page')} "
+        f"({counted(result.requests, 'request')}), [green]{result.new:,} new[/], {result.updated:,} updated, "
+        f"{result.unchanged:,} unchanged in {result.duration_s:.1f} s"
+        + (f", {result.waited_s:.0f} s waiting for rate limits" if result.waited_s else ""),
+        highlight=False,
+    )
+    if result.deleted:
+        console.print(f"{counted(result.deleted, 'post')} gone from the network: marked deleted, left out of new snapshots.")
+    if result.refused:
+        console.print(f"[yellow]{counted(result.refused, 'post')} of opted-out authors refused.[/]")
+    for note in result.notes:
+        console.print(f"[yellow]{note}[/]", highlight=False)
+
+
+@app.command("sources")
+def sources_list(as_json: JsonOption = False) -> None:
+    """Every followed account: network, cursor, last sync, posts and the last error."""
+    from tweetforge.data.sync import followed
+
+    rows = followed(engine())
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("No followed accounts yet: tweetforge ingest bsky:HANDLE (or mastodon:@user@instance, x:@user)")
+        return
+    table = Table(Column("source", no_wrap=True), "cursor", Column("last sync (UTC)", no_wrap=True), "syncs", "fetched", "stored",
+                  "requests", "state")
+    for r in rows:
+        state = (f"[red]{r['last_error']}[/]" if r["last_error"] else "ok") + (" · part-way" if r["part_way"] else "")
+        if r["locked_by"]:
+            state += f" · syncing ({r['locked_by']})"
+        cursor = r["cursor"] or "-"
+        table.add_row(
+            r["source"], cursor if len(cursor) <= 12 else "…" + cursor[-11:],
+            r["last_sync_at"].strftime("%Y-%m-%d %H:%M") if r["last_sync_at"] else "never",
+            str(r["syncs"]), f"{r['fetched']:,}", f"{r['stored']:,}", f"{r['requests']:,}", state,
+        )
+    console.print(table)
+
+
+@app.command()
+def sync(
+    recheck_days: Annotated[float | None, typer.Option("--recheck-days", help="Also re-read the last N days: "
+                                                      "edits replace texts, posts gone are marked deleted.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Fetch what is new for every followed account, once (what a scheduler calls); exit 1 if any failed."""
+    from tweetforge.data.sync import followed, sync_followed
+
+    store = engine()
+    if not followed(store):
+        raise TweetforgeError("no followed accounts: tweetforge ingest bsky:HANDLE (or mastodon:@user@instance, x:@user) first")
+    with live_progress(disable=as_json) as show:
+        outcomes = sync_followed(store, recheck_days=recheck_days, progress=show)
+    failed = [o for o in outcomes if isinstance(o, TweetforgeError)]
+    if as_json:
+        print_json([{"error": str(o)} if isinstance(o, TweetforgeError) else sync_summary(o) for o in outcomes])
+    else:
+        for outcome in outcomes:
+            if isinstance(outcome, TweetforgeError):
+                errors.print(f"[bold red]Error:[/] {outcome}", highlight=False, soft_wrap=True)
+            else:
+                print_sync(outcome, as_json=False)
+    if failed:
+        raise typer.Exit(1)
+
+
 @app.command("imports", hidden=True)
 def ingest_list(as_json: JsonOption = False) -> None:
     """Every import run: source, format, file hash, counts and duration (`tweetforge ingest list`)."""
@@ -229,7 +357,8 @@ def ingest_list(as_json: JsonOption = False) -> None:
     if not rows:
         console.print("No imports yet: tweetforge ingest example:trump")
         return
-    table = Table("#", "when", "source", "format", "records", "new", "updated", "unchanged", "skipped", "refused", "s")
+    table = Table("#", "when", Column("source", no_wrap=True), "format", "records", "new", "updated", "unchanged", "skipped",
+                  "refused", "s")
     for r in rows:
         table.add_row(
             str(r["id"]), r["started_at"].strftime("%Y-%m-%d %H:%M"), r["source"], r["format"],

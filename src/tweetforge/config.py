@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,6 +26,18 @@ class Settings(BaseSettings):
 
     rate_limit_per_minute: int = 120
     """Generation requests per client (user_id, else address) per minute; 0 turns the limit off."""
+
+    x_bearer_token: SecretStr | None = None
+    """X API v2 bearer token (the X API is paid); read only from the environment, never stored."""
+
+    mastodon_token: SecretStr | None = None
+    """Access token for Mastodon instances that do not serve public posts without one."""
+
+    sync_retries: int = 5
+    """Tries per request of a live sync on 5xx answers and network errors (exponential backoff)."""
+
+    sync_backoff_s: float = 1.0
+    """First backoff of a live sync; doubled each try, with jitter, at most 60 s."""
 
     @property
     def resolved_home(self) -> Path:

@@ -173,10 +173,10 @@ def read_posts(
     until: datetime | None = None,
     limit: int | None = None,
 ) -> pl.DataFrame:
-    """Stored posts as a Polars frame (raw text), never those of opted-out authors. Authors match
-    case-insensitively, as handles do. With limit, the first posts in time."""
+    """Stored posts as a Polars frame (raw text), never those of opted-out authors nor posts a live sync
+    found deleted. Authors match case-insensitively, as handles do. With limit, the first posts in time."""
     query = select(*[posts.c[name] for name in POST_COLUMNS], posts.c.first_import_id).where(
-        func.lower(posts.c.author).not_in(select(optouts.c.handle))
+        func.lower(posts.c.author).not_in(select(optouts.c.handle)), posts.c.deleted_at.is_(None)
     )
     if authors:
         query = query.where(func.lower(posts.c.author).in_([a.lstrip("@").lower() for a in authors]))

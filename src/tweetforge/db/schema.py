@@ -48,13 +48,16 @@ import_skips = Table(
     Column("reason", Text, nullable=False),
 )
 
+POST_ID_LENGTH = 300
+"""Room for every network's identity: Bluesky's at:// URIs and Mastodon's status URIs pass 64 characters."""
+
 POST_COLUMNS = ("network", "post_id", "author", "text", "created_at", "is_retweet", "reply_to", "likes", "reposts", "language")
 
 
 def _post_columns() -> list[Column]:
     return [
         Column("network", String(32), primary_key=True),
-        Column("post_id", String(64), primary_key=True),
+        Column("post_id", String(POST_ID_LENGTH), primary_key=True),
         Column("author", String(100), nullable=False),
         Column("text", Text, nullable=False),
         Column("created_at", DateTime),
@@ -72,6 +75,8 @@ posts = Table(
     *_post_columns(),
     Column("first_import_id", ForeignKey("imports.id"), nullable=False),
     Column("updated_import_id", ForeignKey("imports.id")),
+    Column("deleted_at", DateTime),
+    # When a live sync found the post gone; deleted posts stay out of new snapshots.
     Index("ix_posts_author", "author"),
 )
 
@@ -79,7 +84,7 @@ post_imports = Table(
     "post_imports",
     metadata,
     Column("network", String(32), primary_key=True),
-    Column("post_id", String(64), primary_key=True),
+    Column("post_id", String(POST_ID_LENGTH), primary_key=True),
     Column("import_id", ForeignKey("imports.id"), primary_key=True),
 )
 
@@ -88,7 +93,7 @@ post_history = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("network", String(32), nullable=False),
-    Column("post_id", String(64), nullable=False),
+    Column("post_id", String(POST_ID_LENGTH), nullable=False),
     Column("text", Text, nullable=False),
     Column("replaced_by_import_id", ForeignKey("imports.id"), nullable=False),
     Index("ix_post_history_post", "network", "post_id"),
@@ -114,6 +119,40 @@ datasets = Table(
     Column("filters", JSON, nullable=False),
     Column("counts", JSON, nullable=False),
     Column("posts", Integer, nullable=False),
+)
+
+sources = Table(
+    "sources",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("network", String(32), nullable=False),
+    # 'bluesky', 'mastodon' or 'twitter' (the network name posts carry).
+    Column("account", String(300), nullable=False),
+    # The handle as the network spells it: alice.bsky.social, bob@mastodon.social, carol.
+    Column("account_id", String(300), nullable=False),
+    # The network's stable id: a DID, a Mastodon account id, an X user id.
+    Column("base_url", Text),
+    # The API the account was read from when not the network's default.
+    Column("cursor", String(300)),
+    # Newest post id of the last complete sync: the next sync fetches only newer posts.
+    Column("walk_top", String(300)),
+    # Newest post id of a sync that stopped part-way; becomes the cursor when its walk completes.
+    Column("walk_resume", Text),
+    # Where the part-way sync continues (the network's page token).
+    Column("walk_top_at", DateTime),
+    Column("cursor_at", DateTime),
+    # Time of the cursor post (Bluesky pages back until it).
+    Column("added_at", DateTime, nullable=False),
+    Column("last_sync_at", DateTime),
+    Column("last_error", Text),
+    Column("syncs", Integer, nullable=False, default=0),
+    Column("posts", Integer, nullable=False, default=0),
+    # Posts fetched and stored over all syncs.
+    Column("requests", Integer, nullable=False, default=0),
+    Column("locked_by", String(200)),
+    # 'host pid N' of the sync writing now; a lock left by a dead process is taken over.
+    Column("locked_at", DateTime),
+    Index("ux_sources_account", "network", "account_id", unique=True),
 )
 
 staging_metadata = MetaData()
