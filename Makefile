@@ -74,6 +74,7 @@ benchmark: $(VENV)/.installed-dev $(CHROMIUM)
 	$(PY) benchmarks/copy_filter.py
 	$(PY) benchmarks/serve.py
 	$(PY) benchmarks/ui_load.py
+	$(PY) benchmarks/sync.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache

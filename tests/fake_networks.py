@@ -260,7 +260,8 @@ def bsky_feed(net: FakeNetworks, handler, rest: str, query: dict):  # type: igno
     limit = min(int(query.get("limit", 50)), 100)
     items = account.posts
     if "cursor" in query:  # the AppView's cursor is the sort time of the last item served
-        items = [p for p in items if iso(p.at) < query["cursor"]]
+        below = datetime.fromisoformat(query["cursor"].replace("Z", "+00:00"))
+        items = [p for p in items if p.at.replace(microsecond=p.at.microsecond // 1000 * 1000) < below]
     served = items[:limit]
     body: dict = {"feed": [_bsky_item(net, account, p) for p in served]}
     if len(items) > limit:
