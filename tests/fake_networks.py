@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -76,7 +77,8 @@ class Fault:
     route: str
     """'bsky.profile', 'bsky.feed', 'mastodon.lookup', 'mastodon.statuses', 'x.user', 'x.tweets'."""
     kind: str
-    """'429', '500', '503', 'truncate'."""
+    """'429', '500', '503', 'truncate', or 'exhausted' (a good answer whose rate-limit headers say the
+    window is spent)."""
     times: int = 1
     after: int = 0
     """Let this many requests of the route through first."""
@@ -160,10 +162,13 @@ def _handler(net: FakeNetworks) -> type[BaseHTTPRequestHandler]:
                     fault = net.fault_for(route)
                     if net.delay_s and route.endswith(("feed", "statuses", "tweets")):
                         time.sleep(net.delay_s)
-                    if fault is not None:
+                    if fault is not None and fault.kind != "exhausted":
                         self.fault(fault)
                         return
                     status, body, headers = answer(net, self, url.path[len(prefix):], query)
+                    if fault is not None:  # a good answer that spends the window's last request
+                        reset = time.time() + (fault.retry_after or 1)
+                        headers |= {"x-rate-limit-remaining": "0", "x-rate-limit-reset": str(math.ceil(reset))}
                     self.send(status, body, headers)
                     return
             self.send(404, {"error": "NotFound"}, {})

@@ -174,6 +174,16 @@ def test_a_rate_limit_is_waited_out_and_the_sync_finishes(engine, net):
     assert waits and waits[0][0] == pytest.approx(1.0) and "429" in waits[0][1]
 
 
+def test_a_spent_rate_limit_window_is_waited_out_before_the_next_request(engine, net):
+    net.x_account("carol", 250)
+    net.faults.append(Fault("x.tweets", "exhausted", retry_after=2))
+    waits = []
+    started = time.monotonic()
+    result = sync(engine, net, "x:carol", progress=lambda p: p.waiting_s and waits.append(p.why))
+    assert result.new == 250 and waits == ["rate limit"] and time.monotonic() - started >= 1
+    assert net.count("x.tweets") == 3  # waited, never refused: no 429, no repeated request
+
+
 def test_rate_limit_headers_of_every_network_are_read():
     now = 1_800_000_000.0
     assert rate_limit_wait({"Retry-After": "7"}, now) == 7
