@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, insert, update
 
+from tweetforge.data.generated import generated_fingerprints, record_refusals, text_fingerprint
 from tweetforge.data.post import BadRecord, Post
 from tweetforge.data.sources import Source, SourceError
 from tweetforge.data.store import (
@@ -38,6 +39,8 @@ class ImportResult:
     """Records whose id appeared earlier in the same file with the same text."""
     refused: int = 0
     """Posts of opted-out authors."""
+    generated: int = 0
+    """Posts whose text tweetforge generated (the generation log): never training data."""
     skipped: list[BadRecord] = field(default_factory=list)
     authors: dict[str, int] = field(default_factory=dict)
     duration_s: float = 0.0
@@ -86,13 +89,15 @@ def _ingest(
         ).inserted_primary_key[0]
         result = ImportResult(import_id=import_id, source=source.spec, format=source.format)
         blocked = opted_out_handles(conn)
+        ours = generated_fingerprints(conn)
         begin_staging(conn)
         first_seen: dict[tuple[str, str], tuple[int, int]] = {}
         """(network, post_id) -> (hash of the text, record) of its first occurrence in this source."""
         authors = result.authors
         skipped = result.skipped
         batch: list[Post] = []
-        records = repeated = refused = 0
+        refused_generated: list[Post] = []
+        records = repeated = refused = generated = 0
         with gc_paused():
             for item in source.posts():
                 records += 1
@@ -118,6 +123,10 @@ def _ingest(
                 if blocked and author.lower() in blocked:
                     refused += 1
                     continue
+                if ours and text_fingerprint(item.text) in ours:
+                    generated += 1
+                    refused_generated.append(item)
+                    continue
                 authors[author] = authors.get(author, 0) + 1
                 batch.append(item)
                 if len(batch) >= STAGE_BATCH:
@@ -126,14 +135,17 @@ def _ingest(
                     if progress:
                         progress(records)
         stage(conn, batch)
-        result.records, result.repeated, result.refused = records, repeated, refused
+        result.records, result.repeated, result.refused, result.generated = records, repeated, refused, generated
         if progress:
             progress(result.records)
         if result.refused and not result.authors:
             raise SourceError(where, f"all {result.refused:,} posts are by opted-out authors: nothing imported")
+        if generated and not result.authors:
+            raise SourceError(where, f"all {generated:,} posts are texts tweetforge generated: nothing imported")
         if not result.authors and not result.repeated and not result.refused:
             raise SourceError(where, "no readable posts" + (f" ({len(result.skipped)} bad records skipped)" if result.skipped else ""))
         counts = merge_staged(conn, import_id)
+        record_refusals(conn, refused_generated, import_id)
         result.new, result.updated, result.unchanged = counts.new, counts.updated, counts.unchanged
         if result.skipped:
             conn.execute(
@@ -154,6 +166,7 @@ def _ingest(
                 repeated=result.repeated,
                 skipped=len(result.skipped),
                 refused=result.refused,
+                generated=result.generated,
             )
         )
     return result

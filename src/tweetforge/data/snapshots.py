@@ -23,6 +23,7 @@ from sqlalchemy import Engine, Row, insert, select
 
 from tweetforge import __version__
 from tweetforge.data.clean import RULES_VERSION, CleaningRules, clean, cleaning_stats
+from tweetforge.data.generated import refused_by_author
 from tweetforge.data.store import read_posts
 from tweetforge.db.schema import datasets
 from tweetforge.errors import TweetforgeError
@@ -188,6 +189,7 @@ def create_snapshot(engine: Engine, datasets_dir: Path, request: SnapshotRequest
         if conn.execute(select(datasets.c.name).where(datasets.c.name == request.name)).first():
             raise DatasetError(f"dataset {request.name!r} exists and snapshots are immutable: choose a new name")
         frame = read_posts(conn, request.authors or None, _day(request.since), _day(request.until), request.limit)
+        refused_generated = refused_by_author(conn)
     if final.exists():
         raise DatasetError(f"{final} exists but is not a registered dataset: move it away or choose a new name")
     if frame.height == 0:
@@ -198,7 +200,7 @@ def create_snapshot(engine: Engine, datasets_dir: Path, request: SnapshotRequest
         raise DatasetError(f"no stored posts of {', '.join(sorted(missing))} (opted out, or never imported)")
 
     cleaned = clean(frame, request.rules)
-    stats = cleaning_stats(cleaned)
+    stats = cleaning_stats(cleaned, refused_generated)
     warnings = []
     for row in stats:
         if row["characters_kept"] < MIN_CHARACTERS:

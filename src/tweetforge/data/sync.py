@@ -20,6 +20,7 @@ from functools import partial
 
 from sqlalchemy import Connection, Engine, and_, func, insert, select, update
 
+from tweetforge.data.generated import generated_fingerprints, record_refusals, text_fingerprint
 from tweetforge.data.ingest import now_utc
 from tweetforge.data.post import Post
 from tweetforge.data.sources.live import (
@@ -68,6 +69,7 @@ class SyncResult:
     updated: int = 0
     unchanged: int = 0
     refused: int = 0
+    generated: int = 0
     deleted: int = 0
     waited_s: float = 0.0
     duration_s: float = 0.0
@@ -146,20 +148,31 @@ class _Writer:
         self.client = client
         self.politeness = politeness
         self.requests_committed = 0
+        self.ours: set[bytes] | None = None
+        """Fingerprints of every post tweetforge generated, read once per sync."""
 
     def commit(self, page: Page, position: dict) -> None:
         result = self.result
         with self.engine.begin() as conn:
             blocked = opted_out_handles(conn)
+            if self.ours is None:
+                self.ours = generated_fingerprints(conn)
+            ours = self.ours
             kept: dict[tuple[str, str], Post] = {}
+            refused_generated = []
             for post in page.posts:
                 if blocked and post.author.lower() in blocked:
                     result.refused += 1
+                elif ours and text_fingerprint(post.text) in ours:
+                    result.generated += 1
+                    refused_generated.append(post)
                 else:
                     kept.setdefault((post.network, post.post_id), post)
+            if (kept or refused_generated) and result.import_id is None:
+                result.import_id = self._open_import(conn)
+            if refused_generated:
+                record_refusals(conn, refused_generated, result.import_id)
             if kept:
-                if result.import_id is None:
-                    result.import_id = self._open_import(conn)
                 begin_staging(conn)
                 stage(conn, kept.values())
                 counts = merge_staged(conn, result.import_id)
@@ -194,7 +207,7 @@ class _Writer:
             update(imports)
             .where(imports.c.id == r.import_id)
             .values(records=r.fetched, new=r.new, updated=r.updated, unchanged=r.unchanged, refused=r.refused,
-                    duration_s=r.duration_s)
+                    generated=r.generated, duration_s=r.duration_s)
         )
 
 

@@ -37,6 +37,8 @@ imports = Table(
     Column("repeated", Integer, nullable=False, default=0),
     Column("skipped", Integer, nullable=False, default=0),
     Column("refused", Integer, nullable=False, default=0),
+    Column("generated", Integer, nullable=False, default=0),
+    # posts refused because tweetforge generated their text
 )
 
 import_skips = Table(
@@ -119,6 +121,16 @@ datasets = Table(
     Column("filters", JSON, nullable=False),
     Column("counts", JSON, nullable=False),
     Column("posts", Integer, nullable=False),
+)
+
+generated_refusals = Table(
+    "generated_refusals",
+    metadata,
+    Column("network", String(32), primary_key=True),
+    Column("post_id", String(POST_ID_LENGTH), primary_key=True),
+    Column("author", String(100), nullable=False),
+    Column("import_id", ForeignKey("imports.id"), nullable=False),
+    # posts refused at import because tweetforge generated their text; the cleaning table counts them
 )
 
 sources = Table(

@@ -54,17 +54,19 @@ def data_view(engine: Engine, plots: Path) -> View:
         clean,
         cleaning_stats,
     )
+    from tweetforge.data.generated import refused_by_author
     from tweetforge.data.plots import plot_data_stats
     from tweetforge.data.store import read_posts
 
     with engine.connect() as conn:
         frame = read_posts(conn, None)
+        refused_generated = refused_by_author(conn)
     if frame.height == 0:
         return View(empty="No posts stored yet. Import some: `tweetforge ingest example:trump` (or a CSV / X archive of your own).")
     from tweetforge.data.clean import OPTIONAL_STATS
 
     cleaned = clean(frame, CleaningRules())
-    stats = cleaning_stats(cleaned)
+    stats = cleaning_stats(cleaned, refused_generated)
     shown = [(k, label) for k, label in STATS_COLUMNS if k not in OPTIONAL_STATS or any(r[k] for r in stats)]
     rows = [{"author": f"@{r['author']}", **{label: r[key] for key, label in shown},
              "period": f"{(r['first'] or '?')[:4]}–{(r['last'] or '?')[:4]}"} for r in stats]
