@@ -17,6 +17,7 @@ FLOW = [
     {"tweetforge.generation"},
     {"tweetforge.evaluation"},
     {"tweetforge.experiments"},
+    {"tweetforge.pipeline"},
     {"tweetforge.serving"},
     {"tweetforge.ui"},
     {"tweetforge.cli", "tweetforge.__main__"},
@@ -64,6 +65,6 @@ def test_no_module_imports_from_a_later_stage():
 
 def test_the_top_level_reads_like_the_pipeline():
     packages = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists())
-    assert packages == ["data", "db", "evaluation", "experiments", "generation", "models", "registry", "serving", "training", "ui"]
+    assert packages == ["data", "db", "evaluation", "experiments", "generation", "models", "pipeline", "registry", "serving", "training", "ui"]
     modules = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert modules == ["__init__.py", "__main__.py", "cli.py", "config.py", "errors.py", "files.py", "plotting.py"]

@@ -1085,6 +1085,65 @@ def ab_stop(name: str) -> None:
 
 
 @app.command()
+def bot(
+    sources: Annotated[list[str], typer.Argument(help="bsky:HANDLE, mastodon:@user@instance, x:@user, a file or example:trump; "
+                                                     "several make a multi-author model.")],
+    minutes: Annotated[float, typer.Option("--minutes", help="Training budget (default: enough for a good model on a 2-core laptop).")] = 4.0,
+    name: Annotated[str | None, typer.Option("--name", help="Registry name (default: from the handles).")] = None,
+    base: Annotated[str | None, typer.Option("--base", help="Base model (default: the train command's).")] = None,
+    base_url: Annotated[str | None, typer.Option("--base-url", help="Live sources: another AppView, instance address or X proxy.")] = None,
+    samples: Annotated[int, typer.Option("--samples", help="Generated posts per model for the evaluation.")] = 100,
+    report_to: ReportTo = "trackio",
+    as_json: JsonOption = False,
+) -> None:
+    """From a handle to a served model in one command: import, cleaning table, snapshot, training,
+    evaluation against the Markov chain and the base, model card, and five generated posts."""
+    from tweetforge.config import get_settings
+    from tweetforge.pipeline.bot import run_bot
+
+    quiet_libraries()
+    home = get_settings().resolved_home
+
+    def on_stage(stage: str, run: Any) -> None:
+        if as_json:
+            return
+        took = f"[dim]({run.seconds[stage]:.0f} s)[/]"
+        if stage == "import":
+            for imported in run.imports:
+                console.print(f"[bold]import[/] {imported['source']}: {imported['fetched']:,} posts read, {imported['new']:,} new {took}",
+                              highlight=False)
+        elif stage == "stats":
+            console.print(stats_table(run.stats, "What cleaning keeps"))
+        elif stage == "snapshot":
+            console.print(f"[bold]snapshot[/] {run.dataset} {took}", highlight=False)
+        elif stage == "train":
+            m = run.version.metrics
+            console.print(f"[bold]train[/] registered {run.version.ref}: {m['stopped_because']}; best validation loss "
+                          f"{m['val_loss'] or float('nan'):.3f} {took}", highlight=False)
+        elif stage == "evaluate":
+            console.print(evaluation_table(run.comparison.evaluations))
+        elif stage == "generate":
+            console.print(f"[bold]five generated posts[/] {took}", highlight=False)
+            for post in run.generation.posts:
+                console.print(f"[dim]{run.version.ref} · [bold]generated[/][/]", highlight=False)
+                console.print(post.text, highlight=False, markup=False)
+
+    with live_progress(disable=as_json) as on_sync, training_progress(disable=as_json) as on_train, \
+            evaluation_progress(disable=as_json) as on_eval:
+        run = run_bot(engine(), home, sources, name=name, minutes=minutes, base=base, base_url=base_url, samples=samples,
+                      report_to=report_to, on_stage=on_stage, sync_progress=on_sync, train_progress=on_train, eval_progress=on_eval)
+    where = {"model": run.version.ref, "card": str(run.version.path / "README.md"),
+             "ui": "tweetforge serve, then http://127.0.0.1:8000/", "api": "http://127.0.0.1:8000/v1/generate"}
+    if as_json:
+        print_json({"name": run.name, "authors": run.authors, "imports": run.imports, "dataset": run.dataset, **where,
+                    "evaluation": [e.summary() for e in run.comparison.evaluations],
+                    "posts": [{"text": p.text, "generated": True} for p in run.generation.posts], "seconds": run.seconds})
+        return
+    console.print(f"Model card: {where['card']}\nWeb UI and API: {where['ui']} (API: POST {where['api']} "
+                  f"with {{\"model\": \"{run.version.name}\"}})", highlight=False)
+
+
+@app.command()
 def serve(
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port")] = 8000,
