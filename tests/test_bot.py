@@ -6,10 +6,10 @@ import json
 import random
 
 import pytest
-from conftest import run_cli
-from fake_networks import FakeNetworks
 from sqlalchemy import func, select
 
+from conftest import run_cli
+from fake_networks import FakeNetworks
 from tweetforge.db.engine import engine_for
 from tweetforge.db.schema import generations
 
@@ -43,7 +43,8 @@ def test_bot_takes_a_handle_to_an_evaluated_model_and_five_generated_posts(tmp_p
     assert 1 <= len(run["posts"]) <= 5 and all(p["generated"] is True for p in run["posts"])
     card = (home / "models" / "alice" / "1" / "README.md").read_text()
     assert "alice.bsky.social" in card and "bits per char" in card.lower()
-    assert set(run["seconds"]) == {"import", "stats", "snapshot", "train", "evaluate", "generate"}
+    assert set(run["seconds"]) == {"import", "stats", "snapshot", "train", "evaluate", "promote", "generate"}
+    assert run["champion"] is True  # the name's first model
     with engine_for(f"sqlite:///{home / 'tweetforge.db'}").connect() as conn:
         assert conn.execute(select(func.count()).select_from(generations).where(generations.c.user_id == "bot")).scalar() == 1
 

@@ -1122,6 +1122,10 @@ def bot(
                           f"{m['val_loss'] or float('nan'):.3f} {took}", highlight=False)
         elif stage == "evaluate":
             console.print(evaluation_table(run.comparison.evaluations))
+        elif stage == "promote" and run.promotion is not None:
+            decision = run.promotion
+            console.print(f"[bold]promote[/] {run.version.ref} " + ("is the champion" if decision.promoted else
+                          "stays a candidate: " + "; ".join(decision.reasons)), highlight=False)
         elif stage == "generate":
             console.print(f"[bold]five generated posts[/] {took}", highlight=False)
             for post in run.generation.posts:
@@ -1132,7 +1136,7 @@ def bot(
             evaluation_progress(disable=as_json) as on_eval:
         run = run_bot(engine(), home, sources, name=name, minutes=minutes, base=base, base_url=base_url, samples=samples,
                       report_to=report_to, on_stage=on_stage, sync_progress=on_sync, train_progress=on_train, eval_progress=on_eval)
-    where = {"model": run.version.ref, "card": str(run.version.path / "README.md"),
+    where = {"model": run.version.ref, "champion": "champion" in run.version.aliases, "card": str(run.version.path / "README.md"),
              "ui": "tweetforge serve, then http://127.0.0.1:8000/", "api": "http://127.0.0.1:8000/v1/generate"}
     if as_json:
         print_json({"name": run.name, "authors": run.authors, "imports": run.imports, "dataset": run.dataset, **where,
@@ -1141,6 +1145,92 @@ def bot(
         return
     console.print(f"Model card: {where['card']}\nWeb UI and API: {where['ui']} (API: POST {where['api']} "
                   f"with {{\"model\": \"{run.version.name}\"}})", highlight=False)
+
+
+pipeline_app = typer.Typer(help="The pipeline's history: every watch cycle and its steps.", no_args_is_help=True)
+app.add_typer(pipeline_app, name="pipeline")
+
+
+def print_step(row: dict) -> None:
+    numbers = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in (row["numbers"] or {}).items())
+    took = (row["finished_at"] - row["started_at"]).total_seconds() if row["finished_at"] else 0
+    color = {"ok": "green", "promoted": "green", "experiment": "cyan", "skipped": "dim", "refused": "yellow"}.get(row["outcome"], "red")
+    model = f" {row['model_name']}" if row["model_name"] else ""
+    console.print(f"[bold]{row['step']}[/]{model}: [{color}]{row['outcome']}[/] {numbers} [dim]({took:.0f} s)[/]"
+                  + (f"\n  {row['error']}" if row["error"] else ""), highlight=False)
+
+
+@app.command()
+def watch(
+    every: Annotated[str, typer.Option("--every", help="Time between cycles: 15m, 1h, 90s.")] = "15m",
+    once: Annotated[bool, typer.Option("--once", help="One cycle, then exit (for cron, systemd timers, a Kubernetes CronJob).")] = False,
+    retrain_after: Annotated[int, typer.Option("--retrain-after", help="New kept posts since the champion's dataset that start a retraining.")] = 200,
+    train_minutes: Annotated[float, typer.Option("--train-minutes", help="Training budget of a challenger.")] = 4.0,
+    inbox: Annotated[Path | None, typer.Option("--inbox", help="Also import new files dropped into this folder.")] = None,
+    ab: Annotated[bool, typer.Option("--ab", help="A gated challenger first goes into an A/B test against the champion (auto-promote).")] = False,
+    min_sample: Annotated[int, typer.Option("--min-sample", help="--ab: feedback events per variant before the test decides.")] = 500,
+    margin: Annotated[float | None, typer.Option("--margin", help="Promotion gate: how much worse bits per char may be (0.01 = 1%).")] = None,
+    samples: Annotated[int, typer.Option("--samples", help="Generated posts per model for the gate's evaluation.")] = 100,
+    report_to: ReportTo = "trackio",
+) -> None:
+    """Keep models fresh: sync followed accounts, retrain a challenger on new posts, gate it, roll it out;
+    every cycle in `tweetforge pipeline runs`. Stops cleanly on SIGTERM or Ctrl-C at a step boundary."""
+    import signal
+
+    from tweetforge.config import get_settings
+    from tweetforge.pipeline.watch import WatchSettings, parse_every, run_cycle
+    from tweetforge.pipeline.watch import watch as run_watch
+
+    quiet_libraries()
+    seconds = parse_every(every)
+    if inbox is not None and not inbox.is_dir():
+        raise TweetforgeError(f"--inbox {inbox}: not a folder")
+    settings = WatchSettings(retrain_after=retrain_after, train_minutes=train_minutes, inbox=inbox, ab=ab, min_sample=min_sample,
+                             margin=margin, samples=samples, report_to=report_to)
+    home = get_settings().resolved_home
+    stop = {"asked": False}
+
+    def ask_to_stop(signum: int, frame: Any) -> None:
+        if stop["asked"]:
+            raise KeyboardInterrupt
+        stop["asked"] = True
+        errors.print("Stopping at the next step boundary (again to stop now).")
+
+    previous = {sig: signal.signal(sig, ask_to_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        if once:
+            result = run_cycle(engine(), home, settings, on_step=print_step, should_stop=lambda: stop["asked"])
+            if result.outcome == "failed":
+                raise typer.Exit(1)
+            return
+        cycles = run_watch(engine(), home, settings, every_s=seconds, should_stop=lambda: stop["asked"], on_step=print_step,
+                           on_error=lambda exc: errors.print(f"[bold red]Error:[/] {exc}", highlight=False))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    console.print(f"Stopped after {cycles} cycle(s).")
+
+
+@pipeline_app.command("runs")
+def pipeline_runs(
+    limit: Annotated[int, typer.Option("--limit", help="How many of the newest cycles.")] = 20,
+    as_json: JsonOption = False,
+) -> None:
+    """Every cycle of `watch`: when, what each step did, its numbers and errors."""
+    from tweetforge.pipeline.watch import pipeline_history
+
+    history = pipeline_history(engine(), limit)
+    if as_json:
+        print_json(history)
+        return
+    if not history:
+        console.print("No pipeline cycles yet: tweetforge watch --once")
+        return
+    for cycle in reversed(history):
+        console.print(f"[bold]cycle #{cycle['id']}[/] {cycle['started_at']:%Y-%m-%d %H:%M:%S} UTC: {cycle['outcome']}", highlight=False)
+        for step in cycle["steps"]:
+            console.print("  ", end="")
+            print_step(step)
 
 
 @app.command()

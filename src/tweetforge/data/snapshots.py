@@ -55,9 +55,11 @@ class SnapshotRequest:
     """Oversample smaller authors' training posts up to the largest author's character count."""
     limit: int | None = None
     """Only the first N stored posts in time (before cleaning), e.g. for a quick first model."""
+    pipeline_of: str | None = None
+    """The model name a pipeline cycle froze this snapshot for (it trains a challenger on it)."""
 
     def filters(self) -> dict[str, Any]:
-        return {
+        return ({"pipeline_of": self.pipeline_of} if self.pipeline_of else {}) | {
             "authors": list(self.authors),
             "since": self.since.isoformat() if self.since else None,
             "until": self.until.isoformat() if self.until else None,

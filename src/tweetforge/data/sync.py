@@ -10,8 +10,6 @@ history, the same import log and the same opt-out refusal."""
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +34,7 @@ from tweetforge.data.sources.live import (
     open_client,
 )
 from tweetforge.data.store import begin_staging, merge_staged, opted_out_handles, stage
+from tweetforge.db.locks import holder, holder_alive
 from tweetforge.db.schema import imports, posts, sources
 
 LOCK_STALE_S = 15 * 60
@@ -76,23 +75,6 @@ class SyncResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _holder() -> str:
-    return f"{socket.gethostname()} pid {os.getpid()}"
-
-
-def _holder_alive(holder: str) -> bool:
-    host, _, pid = holder.rpartition(" pid ")
-    if host != socket.gethostname() or not pid.isdigit():
-        return True  # another machine: only the staleness of its lock tells
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def follow(engine: Engine, handle: Handle, account: Account, *, base_url: str | None) -> int:
     """The sources row of this account (made on first use); the handle is kept up to date."""
     with engine.begin() as conn:
@@ -112,13 +94,13 @@ def follow(engine: Engine, handle: Handle, account: Account, *, base_url: str | 
 
 
 def _lock(engine: Engine, source_id: int, spec: str) -> None:
-    me = _holder()
+    me = holder()
     with engine.begin() as conn:
         row = conn.execute(select(sources.c.locked_by, sources.c.locked_at).where(sources.c.id == source_id)).one()
         free = sources.c.locked_by.is_(None)
         if row.locked_by is not None:
             stale = row.locked_at is not None and row.locked_at < now_utc() - timedelta(seconds=LOCK_STALE_S)
-            if not stale and _holder_alive(row.locked_by):
+            if not stale and holder_alive(row.locked_by):
                 raise SyncLocked(spec, f"already being synced by {row.locked_by} since {row.locked_at:%Y-%m-%d %H:%M:%S} UTC; "
                                        "try again when it ends")
             free = sources.c.locked_by == row.locked_by  # the holder is gone: take its lock over
@@ -133,7 +115,7 @@ def _unlock(engine: Engine, source_id: int, error: str | None) -> None:
     with engine.begin() as conn:
         conn.execute(
             update(sources)
-            .where(sources.c.id == source_id, sources.c.locked_by == _holder())
+            .where(sources.c.id == source_id, sources.c.locked_by == holder())
             .values(locked_by=None, locked_at=None, last_sync_at=now_utc(), last_error=error, syncs=sources.c.syncs + 1)
         )
 

@@ -123,6 +123,32 @@ datasets = Table(
     Column("posts", Integer, nullable=False),
 )
 
+locks = Table(
+    "locks",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("acquired_at", DateTime, nullable=False),
+    Column("heartbeat_at", DateTime, nullable=False),
+)
+
+pipeline_runs = Table(
+    "pipeline_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("cycle_id", Integer),
+    # the cycle's own row has none; each step's row names its cycle
+    Column("step", String(32), nullable=False),
+    Column("model_name", String(100)),
+    Column("started_at", DateTime, nullable=False),
+    Column("finished_at", DateTime),
+    Column("outcome", String(32)),
+    # running, ok, failed, skipped, promoted, refused, experiment
+    Column("numbers", JSON, nullable=False),
+    Column("error", Text),
+    Index("ix_pipeline_runs_cycle", "cycle_id"),
+)
+
 generated_refusals = Table(
     "generated_refusals",
     metadata,

@@ -28,6 +28,7 @@ from tweetforge.errors import TweetforgeError
 
 if TYPE_CHECKING:
     from tweetforge.evaluation.evaluate import Comparison
+    from tweetforge.evaluation.promotion import Decision
     from tweetforge.generation.generate import Generation
     from tweetforge.registry.versions import ModelVersion
 
@@ -50,6 +51,8 @@ class BotRun:
     version: ModelVersion | None = None
     comparison: Comparison | None = None
     generation: Generation | None = None
+    promotion: Decision | None = None
+    """The gate's decision when this was the name's first model (None: a champion existed already)."""
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -148,6 +151,16 @@ def run_bot(
                                      report_to=report_to, progress=eval_progress)
     run.version = resolve(engine, run.version.ref)
     done("evaluate", started)
+
+    started = time.perf_counter()
+    from tweetforge.evaluation.promotion import promote
+
+    try:
+        resolve(engine, f"{run.name}:champion")
+    except TweetforgeError:  # a name's first model: through the gate (copy rate) to champion, which serve and watch use
+        run.promotion = promote(engine, home, run.version.ref, settings=EvalSettings(samples=samples), report_to=report_to)
+        run.version = resolve(engine, run.version.ref)
+    done("promote", started)
 
     started = time.perf_counter()
     from tweetforge.experiments.ab import log_generation
