@@ -329,3 +329,52 @@ def test_feedback_through_the_api_auto_promotes_a_conclusive_winner(served, monk
         assert client.post("/v1/feedback", json={"generation_id": generation, "event": "like"}).status_code == 200
     assert get_experiment(engine, "auto").status == "decided" and get_experiment(engine, "auto").winner == "b"
     assert resolve(engine, "tiny-serve:champion").version == versions[1].version
+
+
+def test_a_new_champion_is_swapped_in_under_load_without_a_failed_request(served, store):
+    """Last in this file: it moves tiny-serve's champion alias."""
+    import threading
+    import time
+
+    from tweetforge.registry.versions import set_alias
+
+    _, _, engine, _ = served
+    set_alias(engine, "tiny-serve:1", "champion")
+    service = Service(engine, ServiceSettings(models=["tiny-serve"], max_batch=16, max_wait_ms=20))
+    service.load()
+    service.watch_registry(every_s=0.1)
+    client = TestClient(create_app(service, rate_limit_per_minute=0))
+    answers: list[tuple[int, int | None]] = []
+    done = threading.Event()
+
+    def keep_asking() -> None:
+        while not done.is_set():
+            r = client.post("/v1/generate", json={"model": "tiny-serve", "prompt": "The", "n": 1})
+            answers.append((r.status_code, r.json().get("version")))
+
+    clients = [threading.Thread(target=keep_asking) for _ in range(4)]
+    for t in clients:
+        t.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(answers) < 8:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        set_alias(engine, "tiny-serve:2", "champion")  # what watch or promote does
+        deadline = time.monotonic() + 60
+        while [m.version.ref for m in service.loaded()] != ["tiny-serve:2"]:
+            assert time.monotonic() < deadline, "the registry watcher did not swap the new champion in"
+            time.sleep(0.05)
+        switched = len(answers)
+        while len(answers) < switched + 8:
+            time.sleep(0.05)
+    finally:
+        done.set()
+        for t in clients:
+            t.join()
+        service.stop_watching()
+    assert all(status == 200 for status, _ in answers), [a for a in answers if a[0] != 200][:3]
+    versions = [v for _, v in answers]
+    assert versions[0] == 1 and set(versions[-4:]) == {2}
+    shown = {m["ref"]: m for m in client.get("/v1/models").json() if m["name"] == "tiny-serve"}
+    assert "champion" in shown["tiny-serve:2"]["aliases"] and shown["tiny-serve:2"]["loaded"] and not shown["tiny-serve:1"]["loaded"]

@@ -1244,6 +1244,8 @@ def serve(
     queue_size: Annotated[int, typer.Option("--queue-size", help="Waiting requests per model before 503.")] = 64,
     allow_copies: Annotated[bool, typer.Option("--allow-copies", help="Turn off the copy filter.")] = False,
     no_ui: Annotated[bool, typer.Option("--no-ui", help="Serve the API only, without the web UI at /.")] = False,
+    watch_registry_s: Annotated[float, typer.Option("--watch-registry", help="Seconds between looks at the registry: "
+                                                    "a new champion is loaded and swapped in by itself.")] = 5.0,
 ) -> None:
     """Serve the models over HTTP: the web UI at /, REST at /v1, OpenAPI docs at /docs, metrics at /metrics."""
     import uvicorn
@@ -1256,6 +1258,7 @@ def serve(
     settings = get_settings()
     service = Service(engine(), ServiceSettings(model or [], max_batch, max_wait_ms, queue_size, copy_filter=not allow_copies))
     service.load()
+    service.watch_registry(every_s=watch_registry_s)
     for ref, reason in service.failures.items():
         errors.print(f"[yellow]not loaded[/] {ref}: {reason}", highlight=False)
     loaded = ", ".join(m.version.ref for m in service.loaded()) or "none (train one: tweetforge train DATASET)"

@@ -8,6 +8,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -106,7 +107,11 @@ class Service:
         self._pool: dict[str, LoadedModel] = {}
         self.failures: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._loading: dict[str, Future[LoadedModel]] = {}
+        self._retiring: dict[str, LoadedModel] = {}
+        """Loads under way: a request and the registry watcher wanting one version share one load."""
         self._decided_at: dict[str, float] = {}
+        self._watching: threading.Event | None = None
 
     # ------------------------------------------------------------ models
 
@@ -147,32 +152,106 @@ class Service:
         for ref in self._wanted():
             try:
                 version = resolve(self.engine, ref)
-                current = self._pool.get(version.ref)
-                pool[version.ref] = current if current is not None else self._load(version)
+                pool[version.ref] = self._obtain(version)
             except Exception as exc:  # noqa: BLE001 - any failure to load is reported, not fatal
                 failures[ref] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         with self._lock:
             old, self._pool, self.failures = self._pool, pool, failures
         for ref, loaded in old.items():
             if ref not in pool:
+                self._retire(ref, loaded)
+
+    RETIRE_AFTER_S = 30.0
+    """A model that left the pool keeps serving requests that were routed to it before the swap, this long."""
+
+    def _retire(self, ref: str, loaded: LoadedModel) -> None:
+        with self._lock:
+            self._retiring[ref] = loaded
+
+        def stop() -> None:
+            with self._lock:
+                if self._retiring.get(ref) is loaded:
+                    del self._retiring[ref]
+            if all(m is not loaded for m in self._pool.values()):
                 loaded.batcher.stop()
+
+        timer = threading.Timer(self.RETIRE_AFTER_S, stop)
+        timer.daemon = True
+        timer.start()
 
     def loaded(self) -> list[LoadedModel]:
         return list(self._pool.values())
 
+    def _obtain(self, version: ModelVersion) -> LoadedModel:
+        """The pooled model, or one load of it shared by everyone who asks meanwhile."""
+        with self._lock:
+            loaded = self._pool.get(version.ref)
+            if loaded is not None:
+                return loaded
+            future = self._loading.get(version.ref)
+            owner = future is None
+            if owner:
+                future = self._loading[version.ref] = Future()
+        if owner:
+            try:
+                future.set_result(self._load(version))
+            except Exception as exc:  # noqa: BLE001 - handed to every waiter
+                future.set_exception(exc)
+            finally:
+                with self._lock:
+                    self._loading.pop(version.ref, None)
+        return future.result()
+
     def _model(self, version: ModelVersion) -> LoadedModel:
-        loaded = self._pool.get(version.ref)
+        loaded = self._pool.get(version.ref) or self._retiring.get(version.ref)
         if loaded is not None:
             return loaded
-        with self._lock:  # a version named explicitly, or an experiment variant: loaded on first use
-            loaded = self._pool.get(version.ref)
-            if loaded is None:
-                try:
-                    loaded = self._load(version)
-                except Exception as exc:  # noqa: BLE001
-                    raise ServiceError(503, "model_unavailable", f"{version.ref} cannot be loaded: {exc}") from None
-                self._pool = {**self._pool, version.ref: loaded}
+        try:  # a version named explicitly, an experiment variant, a champion newer than the pool: loaded on first use
+            loaded = self._obtain(version)
+        except Exception as exc:  # noqa: BLE001
+            raise ServiceError(503, "model_unavailable", f"{version.ref} cannot be loaded: {exc}") from None
+        with self._lock:
+            self._pool = {**self._pool, version.ref: loaded}
         return loaded
+
+    def registry_state(self) -> tuple:
+        """What the pool depends on: every alias and the newest version of each name."""
+        from sqlalchemy import func, select
+
+        from tweetforge.db.schema import model_aliases, model_versions
+
+        with self.engine.connect() as conn:
+            aliases = conn.execute(select(model_aliases.c.name, model_aliases.c.alias, model_aliases.c.version)
+                                   .order_by(model_aliases.c.name, model_aliases.c.alias)).all()
+            newest = conn.execute(select(model_versions.c.name, func.max(model_versions.c.version))
+                                  .group_by(model_versions.c.name).order_by(model_versions.c.name)).all()
+        return tuple(map(tuple, aliases)), tuple(map(tuple, newest))
+
+    def watch_registry(self, every_s: float = 5.0) -> None:
+        """Reload the pool whenever the registry changes (a new champion from `watch` or `promote`): the new
+        model loads beside the old one, then the pool swaps; requests in flight finish on the old one."""
+        if self._watching is not None:
+            return
+        stop = self._watching = threading.Event()
+        state = self.registry_state()
+
+        def run() -> None:
+            nonlocal state
+            while not stop.wait(every_s):
+                try:
+                    now = self.registry_state()
+                    if now != state:
+                        self.load()
+                        state = now
+                except Exception:  # noqa: BLE001, S112 - a store that is briefly unavailable: try again next time
+                    continue
+
+        threading.Thread(target=run, name="registry-watcher", daemon=True).start()
+
+    def stop_watching(self) -> None:
+        if self._watching is not None:
+            self._watching.set()
+            self._watching = None
 
     # ------------------------------------------------------------ routing
 
