@@ -142,3 +142,36 @@ def test_postgres_follows_a_live_account_with_long_post_ids(pg, monkeypatch):
     assert result.new == 130 and followed(pg)[0]["stored"] == 130
     with pg.connect() as conn:
         assert conn.execute(text("SELECT max(length(post_id)) FROM posts")).scalar() > 64
+
+
+def test_postgres_runs_a_bot_and_a_watch_cycle(pg, monkeypatch, tmp_path, tiny_gpt2):
+    """The scheduler's path at scale: `watch --once` against a PostgreSQL store (what cron or a CronJob runs)."""
+    import random
+
+    from fake_networks import FakeNetworks
+
+    from tweetforge.config import get_settings
+    from tweetforge.pipeline.bot import run_bot
+    from tweetforge.pipeline.watch import WatchSettings, run_cycle
+    from tweetforge.registry.versions import resolve
+
+    monkeypatch.setenv("TWEETFORGE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TWEETFORGE_SYNC_BACKOFF_S", "0.01")
+    get_settings.cache_clear()
+    words = "the people want great jobs and lower taxes for every family in our country today we will win again".split()
+    rng = random.Random(3)
+    try:
+        with FakeNetworks() as net:
+            alice = net.bluesky_account("alice.bsky.social")
+            for i in range(400):
+                alice.add(" ".join(rng.choice(words) for _ in range(12)) + f" #{i}")
+            home = get_settings().resolved_home
+            run_bot(pg, home, ["bsky:alice.bsky.social"], base=str(tiny_gpt2), minutes=1, base_url=net.url, samples=12, report_to="none")
+            assert resolve(pg, "alice:champion").version == 1
+            for i in range(150):
+                alice.add(" ".join(rng.choice(words) for _ in range(12)) + f" new {i}")
+            cycle = run_cycle(pg, home, WatchSettings(retrain_after=50, train_minutes=1, samples=12, margin=10, report_to="none"))
+    finally:
+        get_settings.cache_clear()
+    assert cycle.outcome == "ok" and [(s["step"], s["outcome"]) for s in cycle.steps if s["step"] != "cycle"][-1] == ("gate", "promoted")
+    assert resolve(pg, "alice:champion").version == 2

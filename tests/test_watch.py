@@ -129,3 +129,37 @@ def test_watch_refuses_a_bad_interval_and_inbox(world):
     home, net, more, engine = world
     assert "--every 'soon'" in run_cli(home, "watch", "--every", "soon", check=False).stderr
     assert "not a folder" in run_cli(home, "watch", "--once", "--inbox", str(home / "nope"), check=False).stderr
+
+
+def test_a_cycle_killed_during_training_is_picked_up_by_the_next(world):
+    import os
+    import signal
+    import time
+
+    home, net, more, engine = world
+    more(300)
+    env = {**os.environ, "TWEETFORGE_HOME": str(home)}
+    env.pop("TWEETFORGE_DATABASE_URL", None)
+    child = subprocess.Popen([sys.executable, "-m", "tweetforge", "watch", "--once", "--retrain-after", "50", "--margin", "10", *QUICK],
+                             env=env, cwd=home.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while True:
+        assert child.poll() is None and time.monotonic() < deadline, child.stderr.read() if child.poll() is not None else "slow"
+        with engine.connect() as conn:
+            training = conn.execute(select(pipeline_runs).where(pipeline_runs.c.step == "train", pipeline_runs.c.outcome == "running")).first()
+        if training is not None:
+            break
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert resolve(engine, "alice:champion").version == 1
+
+    run_cli(home, "watch", "--once", "--retrain-after", "50", "--margin", "10", *QUICK)
+    with engine.connect() as conn:
+        rows = conn.execute(select(pipeline_runs).order_by(pipeline_runs.c.id)).all()
+    killed = [r.step for r in rows if r.outcome == "killed"]
+    assert killed == ["cycle", "train"]  # the dead cycle's unfinished rows, marked by the next cycle
+    snapshot_steps = [r.numbers for r in rows if r.step == "snapshot"]
+    assert snapshot_steps[-1] == {"dataset": "alice-v2", "reused": True, "posts": snapshot_steps[-2]["posts"]}
+    assert cycle_steps(engine)[-1] == ("gate", "promoted") and resolve(engine, "alice:champion").dataset == "alice-v2"

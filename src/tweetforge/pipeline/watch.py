@@ -249,6 +249,9 @@ def run_cycle(engine: Engine, home: Path, settings: WatchSettings, *, on_step: C
             on_step(row)
 
     acquire(engine, LOCK, stale_s=LOCK_STALE_S, what="a pipeline cycle")
+    with engine.begin() as conn:  # we hold the lock: whatever is still "running" belongs to a cycle that was killed
+        conn.execute(update(pipeline_runs).where(pipeline_runs.c.outcome == "running")
+                     .values(outcome="killed", finished_at=_now(), error="the process ended before the step did"))
     log = Log(engine, keep)
     cycle = log.start("cycle")
     failures = 0
