@@ -149,7 +149,6 @@ def test_postgres_runs_a_bot_and_a_watch_cycle(pg, monkeypatch, tmp_path, tiny_g
     import random
 
     from fake_networks import FakeNetworks
-
     from tweetforge.config import get_settings
     from tweetforge.pipeline.bot import run_bot
     from tweetforge.pipeline.watch import WatchSettings, run_cycle

@@ -71,8 +71,14 @@ def test_new_posts_train_a_challenger_that_passes_the_gate_and_becomes_champion(
 
     history = json.loads(run_cli(home, "pipeline", "runs", "--json").stdout)
     assert [c["outcome"] for c in history] == ["ok", "ok"] and history[0]["steps"][-1]["numbers"]["challenger"] == "alice:2"
-    shown = run_cli(home, "pipeline", "runs").stdout
-    assert "cycle #" in shown and "gate alice: promoted" in shown
+    shown = run_cli(home, "pipeline", "runs", "--plot", str(home / "pipeline.png")).stdout
+    assert "cycle #" in shown and "gate alice: promoted" in shown and (home / "pipeline.png").stat().st_size > 20_000
+
+    from tweetforge.ui.dashboard import pipeline_view
+
+    view = pipeline_view(engine, home / "plots")
+    assert view.plot is not None and view.plot.stat().st_size > 20_000
+    assert [r["outcome"] for r in view.rows if r["step"] == "gate"] == ["promoted"]
 
 
 def test_a_worse_challenger_is_refused_with_the_reason_and_the_champion_stays(world):
@@ -163,3 +169,24 @@ def test_a_cycle_killed_during_training_is_picked_up_by_the_next(world):
     snapshot_steps = [r.numbers for r in rows if r.step == "snapshot"]
     assert snapshot_steps[-1] == {"dataset": "alice-v2", "reused": True, "posts": snapshot_steps[-2]["posts"]}
     assert cycle_steps(engine)[-1] == ("gate", "promoted") and resolve(engine, "alice:champion").dataset == "alice-v2"
+
+
+def test_a_cycle_is_tracked_with_its_steps_numbers(tmp_path, monkeypatch):
+    import sqlite3
+    from datetime import datetime, timedelta
+
+    from tweetforge.pipeline.watch import track_cycle
+
+    monkeypatch.delenv("TRACKIO_DIR", raising=False)
+    started = datetime(2026, 12, 3, 10, 0)
+    track_cycle(tmp_path, "trackio", 7, [
+        {"step": "sync", "model_name": None, "started_at": started, "finished_at": started + timedelta(seconds=4), "outcome": "ok",
+         "numbers": {"new": 31, "accounts": 2}},
+        {"step": "gate", "model_name": "alice", "started_at": started, "finished_at": started + timedelta(seconds=9),
+         "outcome": "promoted", "numbers": {"challenger_bits_per_char": 2.5, "challenger": "alice:2"}},
+    ])
+    with sqlite3.connect(tmp_path / "trackio" / "tweetforge.db") as db:
+        rows = db.execute("SELECT * FROM metrics").fetchall()
+    [row] = [r for r in rows if "pipeline-cycle-7" in r]
+    logged = json.loads(next(v for v in row if isinstance(v, bytes)))
+    assert logged["sync/new"] == 31 and logged["sync/seconds"] == 4 and logged["gate/alice/challenger_bits_per_char"] == 2.5

@@ -1214,12 +1214,18 @@ def watch(
 @pipeline_app.command("runs")
 def pipeline_runs(
     limit: Annotated[int, typer.Option("--limit", help="How many of the newest cycles.")] = 20,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Also draw the timeline and the gate's numbers into this PNG.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Every cycle of `watch`: when, what each step did, its numbers and errors."""
     from tweetforge.pipeline.watch import pipeline_history
 
     history = pipeline_history(engine(), limit)
+    if plot is not None and history:
+        from tweetforge.pipeline.plots import plot_pipeline_history
+
+        plot_pipeline_history(history, plot)
+        errors.print(f"Plot saved to {plot}")
     if as_json:
         print_json(history)
         return

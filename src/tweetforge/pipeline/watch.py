@@ -288,7 +288,28 @@ def run_cycle(engine: Engine, home: Path, settings: WatchSettings, *, on_step: C
         release(engine, LOCK)
     outcome = "stopped" if should_stop() else "failed" if failures else "ok"
     log.finish(cycle, outcome, {"steps": len(steps), "failures": failures})
+    track_cycle(home, settings.report_to, cycle, steps)
     return CycleResult(cycle, outcome, steps)
+
+
+def track_cycle(home: Path, report_to: str, cycle_id: int, steps: list[dict]) -> None:
+    """The cycle as a tracking run: seconds per step and every number the steps reported."""
+    if report_to == "none":
+        return
+    from tweetforge.training.tracking import Tracker
+
+    metrics: dict[str, float] = {}
+    for step in steps:
+        prefix = f"{step['step']}/{step['model_name']}" if step["model_name"] else step["step"]
+        if step["finished_at"] is not None:
+            metrics[f"{prefix}/seconds"] = (step["finished_at"] - step["started_at"]).total_seconds()
+        metrics[f"{prefix}/failed"] = float(step["outcome"] in ("failed", "killed"))
+        for key, value in (step["numbers"] or {}).items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                metrics[f"{prefix}/{key}"] = float(value)
+    tracker = Tracker(report_to, home, f"pipeline-cycle-{cycle_id}", {"cycle": cycle_id})
+    tracker.log(metrics, step=0)
+    tracker.finish()
 
 
 def pipeline_history(engine: Engine, limit: int = 50) -> list[dict]:

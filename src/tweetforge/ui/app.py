@@ -263,6 +263,11 @@ def dashboard_tab(page: Page) -> None:
         experiment_text = gr.Markdown(elem_id="experiment-state")
         experiment_table = gr.Dataframe(interactive=False, visible=False, elem_id="experiment-table")
         experiment_plot = gr.Image(type="filepath", label="Rates over time", interactive=False, visible=False, elem_id="experiment-plot")
+        gr.Markdown("## Pipeline: every watch cycle")
+        pipeline_empty = gr.Markdown(visible=False, elem_id="no-pipeline")
+        pipeline_plot = gr.Image(type="filepath", label="Cycles and the gate's numbers", interactive=False, visible=False,
+                                 elem_id="pipeline-plot")
+        pipeline_table = gr.Dataframe(interactive=False, wrap=True, visible=False, elem_id="pipeline-table")
         with gr.Accordion("Admin: stop or promote", open=False, visible=page.admin_token is not None, elem_id="experiment-admin"):
             admin_key = gr.Textbox(label="Admin token", type="password", elem_id="admin-token")
             with gr.Row():
@@ -300,11 +305,16 @@ def dashboard_tab(page: Page) -> None:
         return (gr.update(value=data.empty or "", visible=data.empty is not None), table(data.rows), image(data.plot), table(data.recent),
                 gr.update(choices=refs, value=champion, visible=bool(refs)), *show_version(champion),
                 gr.update(value=dashboard.NO_EXPERIMENTS, visible=not names), gr.update(choices=names, value=first, visible=bool(names)),
-                *show_experiment(first))
+                *show_experiment(first), *show_pipeline())
+
+    def show_pipeline() -> tuple:
+        view = dashboard.pipeline_view(engine, plots)
+        return gr.update(value=view.empty or "", visible=view.empty is not None), image(view.plot), table(view.rows)
 
     version_outputs = [training_empty, training_plot, evaluation_text, evaluation_table, evaluation_plot]
     experiment_outputs = [experiment_text, experiment_table, experiment_plot]
-    outputs = [data_empty, data_table, data_plot, recent, version, *version_outputs, experiments_empty, experiment, *experiment_outputs]
+    outputs = [data_empty, data_table, data_plot, recent, version, *version_outputs, experiments_empty, experiment, *experiment_outputs,
+               pipeline_empty, pipeline_plot, pipeline_table]
     tab.select(on_open, outputs=outputs)
     refresh.click(on_open, outputs=outputs)
     version.input(show_version, inputs=version, outputs=version_outputs)
