@@ -75,6 +75,7 @@ benchmark: $(VENV)/.installed-dev $(CHROMIUM)
 	$(PY) benchmarks/serve.py
 	$(PY) benchmarks/ui_load.py
 	$(PY) benchmarks/sync.py
+	$(PY) benchmarks/pipeline.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache

@@ -190,3 +190,34 @@ def test_a_cycle_is_tracked_with_its_steps_numbers(tmp_path, monkeypatch):
     [row] = [r for r in rows if "pipeline-cycle-7" in r]
     logged = json.loads(next(v for v in row if isinstance(v, bytes)))
     assert logged["sync/new"] == 31 and logged["sync/seconds"] == 4 and logged["gate/alice/challenger_bits_per_char"] == 2.5
+
+
+def test_a_published_generated_post_never_reaches_the_next_training_set(world):
+    from tweetforge.db.schema import generated_refusals, generations
+
+    home, net, more, engine = world
+    with engine.connect() as conn:
+        [logged] = conn.execute(select(generations.c.posts).where(generations.c.user_id == "bot")).scalars()
+    published = next(p["text"] for p in logged if len(p["text"].split()) >= 3)
+    net.bluesky["alice.bsky.social"].add(published)  # someone posted what the bot wrote
+    more(120)
+    run_cli(home, "watch", "--once", "--retrain-after", "50", "--margin", "10", *QUICK)
+    assert cycle_steps(engine)[1][0] == "snapshot"
+    trained_on = read_snapshot(get_snapshot(engine, "alice-v2"))
+    from tweetforge.data.generated import normalized
+
+    assert normalized(published) not in {normalized(t) for t in trained_on["text"]} and trained_on.height > 0
+    with engine.connect() as conn:
+        assert conn.execute(select(generated_refusals.c.author)).scalars().all() == ["alice.bsky.social"]
+
+
+def test_files_dropped_into_the_inbox_are_imported_once(world, tmp_path):
+    home, net, more, engine = world
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "more.jsonl").write_text(json.dumps({"id_str": "77", "full_text": "A post from a file in the inbox folder today",
+                                                  "user": {"screen_name": "alice.bsky.social"}}) + "\n")
+    first = run_cli(home, "watch", "--once", "--inbox", str(inbox), "--retrain-after", "500", *QUICK)
+    assert "inbox: ok files 1, new 1, skipped_known 0" in first.stdout
+    second = run_cli(home, "watch", "--once", "--inbox", str(inbox), "--retrain-after", "500", *QUICK)
+    assert "inbox: ok files 0, new 0, skipped_known 1" in second.stdout
