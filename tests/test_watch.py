@@ -7,6 +7,7 @@ import json
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from sqlalchemy import insert, select
@@ -177,7 +178,6 @@ def test_a_cycle_is_tracked_with_its_steps_numbers(tmp_path, monkeypatch):
 
     from tweetforge.pipeline.watch import track_cycle
 
-    monkeypatch.delenv("TRACKIO_DIR", raising=False)
     started = datetime(2026, 12, 3, 10, 0)
     track_cycle(tmp_path, "trackio", 7, [
         {"step": "sync", "model_name": None, "started_at": started, "finished_at": started + timedelta(seconds=4), "outcome": "ok",
@@ -185,7 +185,9 @@ def test_a_cycle_is_tracked_with_its_steps_numbers(tmp_path, monkeypatch):
         {"step": "gate", "model_name": "alice", "started_at": started, "finished_at": started + timedelta(seconds=9),
          "outcome": "promoted", "numbers": {"challenger_bits_per_char": 2.5, "challenger": "alice:2"}},
     ])
-    with sqlite3.connect(tmp_path / "trackio" / "tweetforge.db") as db:
+    from trackio.utils import TRACKIO_DIR  # fixed when trackio is first imported in this process
+
+    with sqlite3.connect(Path(TRACKIO_DIR) / "tweetforge.db") as db:
         rows = db.execute("SELECT * FROM metrics").fetchall()
     [row] = [r for r in rows if "pipeline-cycle-7" in r]
     logged = json.loads(next(v for v in row if isinstance(v, bytes)))
