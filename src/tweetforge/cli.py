@@ -1152,7 +1152,9 @@ app.add_typer(pipeline_app, name="pipeline")
 
 
 def print_step(row: dict) -> None:
-    numbers = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in (row["numbers"] or {}).items())
+    from tweetforge.pipeline.watch import describe_numbers
+
+    numbers = describe_numbers(row["numbers"])
     took = (row["finished_at"] - row["started_at"]).total_seconds() if row["finished_at"] else 0
     color = {"ok": "green", "promoted": "green", "experiment": "cyan", "skipped": "dim", "refused": "yellow"}.get(row["outcome"], "red")
     model = f" {row['model_name']}" if row["model_name"] else ""

@@ -312,6 +312,11 @@ def track_cycle(home: Path, report_to: str, cycle_id: int, steps: list[dict]) ->
     tracker.finish()
 
 
+def describe_numbers(numbers: dict[str, Any] | None) -> str:
+    """A step's numbers as one line, for the CLI and the dashboard."""
+    return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in (numbers or {}).items())
+
+
 def pipeline_history(engine: Engine, limit: int = 50) -> list[dict]:
     """The newest cycles, each with its steps."""
     with engine.connect() as conn:

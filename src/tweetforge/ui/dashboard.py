@@ -200,7 +200,7 @@ NO_PIPELINE = "No pipeline cycle yet. Run one: `tweetforge watch --once` (or `tw
 def pipeline_view(engine: Engine, plots: Path) -> View:
     """The watch cycles: a timeline of their steps and a table of the newest ones."""
     from tweetforge.pipeline.plots import plot_pipeline_history
-    from tweetforge.pipeline.watch import pipeline_history
+    from tweetforge.pipeline.watch import describe_numbers, pipeline_history
 
     history = pipeline_history(engine, 100)
     if not history:
@@ -208,7 +208,7 @@ def pipeline_view(engine: Engine, plots: Path) -> View:
     rows = []
     for cycle in history[:20]:
         for step in cycle["steps"]:
-            numbers = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in (step["numbers"] or {}).items())
             rows.append({"cycle": cycle["id"], "started (UTC)": f"{step['started_at']:%Y-%m-%d %H:%M:%S}", "step": step["step"],
-                         "model": step["model_name"] or "", "outcome": step["outcome"], "numbers": numbers, "error": step["error"] or ""})
+                         "model": step["model_name"] or "", "outcome": step["outcome"],
+                         "numbers": describe_numbers(step["numbers"]), "error": step["error"] or ""})
     return View(rows, plot_to(plots, "pipeline", lambda p: plot_pipeline_history(history, p)))
