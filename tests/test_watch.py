@@ -101,6 +101,22 @@ def test_with_ab_a_gated_challenger_starts_an_experiment_that_auto_promotes(worl
     assert experiment.name == "alice-2-vs-1" and experiment.auto_promote and experiment.status == "running"
     assert resolve(engine, "alice:champion").version == 1  # the experiment decides
 
+    more(120)  # while it runs, no new challenger is trained beside the one under test
+    out = run_cli(home, "watch", "--once", "--retrain-after", "50", "--ab", *QUICK)
+    assert cycle_steps(engine) == [("sync", "ok"), ("experiment", "running")] and "experiment alice: running" in out.stdout
+
+    from tweetforge.experiments.ab import get_experiment, log_generation, record_feedback
+
+    for i in range(150):  # readers like the challenger's posts five times as often
+        for variant, version, likes_in_10 in (("champion", 1, 1), ("challenger", 2, 5)):
+            generation = log_generation(engine, "alice", version, "", {}, [], experiment="alice-2-vs-1", variant=variant)
+            if i % 10 < likes_in_10:
+                record_feedback(engine, generation, "like")
+    out = run_cli(home, "watch", "--once", "--retrain-after", "50", "--ab", *QUICK)
+    assert cycle_steps(engine) == [("sync", "ok"), ("experiment", "promoted")] and "champion alice:2" in out.stdout
+    assert resolve(engine, "alice:champion").version == 2
+    assert get_experiment(engine, "alice-2-vs-1").status == "decided" and get_experiment(engine, "alice-2-vs-1").winner == "challenger"
+
 
 def test_a_network_failure_is_logged_and_the_next_cycle_retries(world):
     home, net, more, engine = world

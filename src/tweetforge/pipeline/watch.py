@@ -7,7 +7,9 @@
 3. trains a challenger continuing from the champion within a time budget;
 4. evaluates challenger and champion on the new test split and runs the promotion gate: a challenger
    that passes becomes champion, or with `ab` starts an experiment champion vs challenger that
-   auto-promotes the winner; one that fails stays registered with the reason.
+   auto-promotes the winner; one that fails stays registered with the reason. While that experiment
+   runs, later cycles apply its decision once it is conclusive (a serving process does too, on
+   feedback) and train no new challenger for that model.
 
 Each cycle and each step is a row of pipeline_runs. One cycle at a time, across processes (a lock in
 the store). A cycle killed at any step leaves the finished steps' results: the next cycle reuses a
@@ -150,6 +152,26 @@ def import_inbox(engine: Engine, inbox: Path) -> dict[str, int]:
     return numbers
 
 
+def running_experiment(engine: Engine, log: Log, name: str) -> bool:
+    """Running experiments of this model's versions: apply each one's decision if it is conclusive. True if
+    there was one, so this cycle trains no challenger (beside the one being tested, or from a champion
+    that just changed)."""
+    from tweetforge.experiments.ab import apply_decision, experiment_status, list_experiments
+
+    running = [e for e in list_experiments(engine) if e.status == "running" and all(v.model_name == name for v in e.variants)]
+    for experiment in running:
+        step = log.start("experiment", name)
+        status = experiment_status(engine, experiment.name)
+        numbers: dict[str, Any] = {"experiment": experiment.name, "state": status.state}
+        numbers |= {f"{r.variant}_exposures": r.exposures for r in status.results}
+        numbers |= {f"{r.variant}_rate": r.rate for r in status.results}
+        if apply_decision(engine, status):
+            log.finish(step, "promoted", numbers | {"champion": experiment.variant(status.winner).model_ref})  # type: ignore[arg-type]
+        else:
+            log.finish(step, "running", numbers | {"reason": status.reason})
+    return bool(running)
+
+
 def retrain(engine: Engine, home: Path, log: Log, name: str, version: int, dataset: str, settings: WatchSettings) -> None:
     from tweetforge.config import get_settings
     from tweetforge.evaluation.promotion import DEFAULT_MARGIN, promote
@@ -278,6 +300,8 @@ def run_cycle(engine: Engine, home: Path, settings: WatchSettings, *, on_step: C
             if should_stop():
                 break
             try:
+                if running_experiment(engine, log, name):
+                    continue
                 retrain(engine, home, log, name, version, dataset, settings)
             except TweetforgeError:
                 failures += 1  # logged by its step; the next model still gets its turn
