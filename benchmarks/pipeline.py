@@ -7,7 +7,8 @@ posts (the first 3,000) and "new" ones (the next 600), with the real default bas
   3. The new posts are dropped into an inbox folder as an X API v1.1 JSONL file; `run_cycle` (what
      `tweetforge watch --once --inbox DIR` runs): inbox import, snapshot, a challenger trained from the
      champion within --minutes, the gate on the new test split.
-  4. The Service swaps the new champion in (`Service.load`, what its registry watcher calls): "reload".
+  4. The Service swaps the new champion in (`Service.load`, what its registry watcher calls): "reload",
+     with the process's model cache cleared, as in a serve process that did not run the evaluation.
 
 Baseline: "fresh", a model trained from the untuned base (not continued from the champion) on the same
 new snapshot with the same time budget, evaluated on the same test split. Printed: seconds per step, and
@@ -85,6 +86,9 @@ def main() -> None:
     started = time.perf_counter()
     cycle = run_cycle(engine, home, settings)
     cycle_s = time.perf_counter() - started
+    from tweetforge.generation.generate import load_model
+
+    load_model.cache_clear()  # the gate's evaluation loaded the challenger in this process; a serve process has not
     started = time.perf_counter()
     service.load()
     reload_s = time.perf_counter() - started
