@@ -45,61 +45,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import machine
+from common import log, machine, matmul_peaks, run_measured
 
 ROOT = Path(__file__).resolve().parent.parent
 TOUR_BASE = Path("/tmp/tour/.tweetforge/cache/base/smollm2-135m-instruct-q4_1")
 BATCH = 8
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def run_measured(cmd: list[str], env: dict[str, str], label: str, capture: bool = True) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS MiB of the child, its stdout). Progress: a dot every 10 s on stderr."""
-    start = time.perf_counter()
-    process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE, text=True)
-    import threading
-
-    err_lines: list[str] = []
-
-    def drain() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            err_lines.append(line)
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
-    out = ""
-    if capture:
-        out_chunks: list[str] = []
-        out_reader = threading.Thread(target=lambda: out_chunks.append(process.stdout.read()), daemon=True)  # type: ignore[union-attr]
-        out_reader.start()
-    while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid:
-            break
-        time.sleep(0.5)
-        elapsed = time.perf_counter() - start
-        if int(elapsed * 2) % 20 == 0:
-            print(f"  … {label}: {elapsed:.0f} s", file=sys.stderr, flush=True)
-    wall = time.perf_counter() - start
-    process.returncode = os.waitstatus_to_exitcode(status)
-    reader.join(timeout=5)
-    if capture:
-        out_reader.join(timeout=5)
-        out = "".join(out_chunks)
-    if process.returncode != 0:
-        sys.stderr.write("".join(err_lines[-40:]))
-        raise SystemExit(f"{label} failed with exit code {process.returncode}")
-    return wall, usage.ru_maxrss / 1024, out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -160,27 +115,6 @@ def base_dir(work: Path) -> Path:
     from tweetforge.training.models.base import resolve_base
 
     return resolve_base("HuggingFaceTB/SmolLM2-135M", work / "cache" / "base").path
-
-
-def matmul_peaks(threads: int) -> dict[str, float]:
-    """Best GFLOP/s of a few matmuls (the model's own shapes and a large square one) in fp32 and bf16."""
-    import torch
-
-    torch.set_num_threads(threads)
-    shapes = ((512, 576, 1536), (512, 1536, 576), (512, 576, 49152), (2048, 2048, 2048))
-    peaks = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        best = 0.0
-        for m, k, n in shapes:
-            a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
-            a @ b
-            runs, start = 0, time.perf_counter()
-            while time.perf_counter() - start < 1.0:
-                a @ b
-                runs += 1
-            best = max(best, 2 * m * k * n * runs / (time.perf_counter() - start) / 1e9)
-        peaks[str(dtype).removeprefix("torch.")] = best
-    return peaks
 
 
 def model_flops_per_token(config, block: int, lora_params: int, full: bool) -> float:  # type: ignore[no-untyped-def]

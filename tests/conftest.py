@@ -136,6 +136,23 @@ def tiny_gpt2(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory, tiny_gpt2):
+    """A Llama of 4 layers, 64 wide (rotary positions, grouped-query attention, tied embeddings like
+    SmolLM2), with tiny_gpt2's tokenizer, saved with save_pretrained."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    directory = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_gpt2)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=160, num_hidden_layers=4, num_attention_heads=4,
+                         num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True, initializer_range=0.3,
+                         bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
 def store(tmp_path_factory):
     """A home with Trump's archive and Musk's 2021 tweets, and two snapshots: one author, and both."""
     home = tmp_path_factory.mktemp("home")

@@ -600,6 +600,7 @@ def train(
     from_model: Annotated[str | None, typer.Option("--from", help="Continue a registered model, e.g. elon:3.")] = None,
     full: Annotated[bool, typer.Option("--full", help="Full fine-tune instead of LoRA.")] = False,
     lora_r: Annotated[int, typer.Option("--lora-r")] = 16,
+    train_layers: Annotated[int | None, typer.Option("--train-layers", help="LoRA on the top N layers only; the frozen bottom is cached.")] = None,
     layers: Annotated[int, typer.Option("--layers", help="scratch / lstm: layers.")] = 4,
     width: Annotated[int, typer.Option("--width", help="scratch / lstm: width.")] = 256,
     epochs: Annotated[float, typer.Option("--epochs", "--num-train-epochs")] = 2.0,
@@ -637,7 +638,7 @@ def train(
     settings = get_settings()
     home = settings.resolved_home
     config = TrainConfig(
-        dataset=dataset, name=name, base=base, from_model=from_model, full=full, lora_r=lora_r, lora_alpha=2 * lora_r,
+        dataset=dataset, name=name, base=base, from_model=from_model, full=full, lora_r=lora_r, lora_alpha=2 * lora_r, train_layers=train_layers,
         layers=layers, width=width, epochs=epochs, max_steps=max_steps, max_minutes=max_minutes, batch_size=batch_size,
         block_size=block_size, learning_rate=learning_rate, warmup_ratio=warmup_ratio, min_lr_ratio=min_lr_ratio,
         weight_decay=weight_decay, max_grad_norm=max_grad_norm, eval_every=eval_every, patience=patience,
@@ -656,7 +657,8 @@ def train(
         )
     trained = time.perf_counter()
     version = register(engine(), home / "models", result, snapshot)
-    summary = {**version.summary(), "seconds": {"training": round(trained - started, 1), "export": round(time.perf_counter() - trained, 1)}}
+    spent = result.seconds | {"export": time.perf_counter() - trained, "total": time.perf_counter() - started}
+    summary = {**version.summary(), "seconds": {k: round(v, 1) for k, v in spent.items()}}
     if as_json:
         print_json(summary)
         return
@@ -665,7 +667,7 @@ def train(
         f"Registered [bold]{version.ref}[/] ({version.kind}) in {version.path}\n"
         f"{m['stopped_because']}; {m['steps']:,} steps, {m['train_tokens']:,} tokens at {m['tokens_per_second'] or 0:,.0f} tokens/s; "
         f"best validation loss {m['val_loss'] or float('nan'):.3f} (perplexity {m['val_perplexity'] or float('nan'):.1f}) at step {m['best_step']}\n"
-        f"time: training {summary['seconds']['training']:.0f} s, export {summary['seconds']['export']:.0f} s",
+        "time: " + ", ".join(f"{k} {v:.0f} s" for k, v in spent.items() if k != "conversion" or v >= 0.5),
         highlight=False,
     )
 

@@ -33,7 +33,9 @@ def model_card(version: ModelVersion, snapshot: Snapshot, history: list[dict], r
     cleaning = snapshot.counts.get("cleaning", [])
     splits = snapshot.counts["splits"]
     params = version.params
-    lora = f" (r={params['lora_r']}, alpha={params['lora_alpha']}, merged into the weights)" if params["method"] == "lora" else ""
+    layers = f"the top {params['train_layers']} layers" if params.get("train_layers") else "every layer"
+    lora = (f" (r={params['lora_r']}, alpha={params['lora_alpha']}, on {layers}' attention projections, merged into the weights)"
+            if params["method"] == "lora" else "")
     lines = [
         "---",
         "library_name: transformers",
@@ -74,7 +76,8 @@ def model_card(version: ModelVersion, snapshot: Snapshot, history: list[dict], r
         f"- Posts packed with end-of-post separators into blocks of {version.params['block_size']} tokens, batch {version.params['batch_size']}, "
         f"{version.metrics['steps']:,} steps, {version.metrics['train_tokens']:,} tokens, "
         f"precision {version.params['precision']}, seed {version.params['seed']}",
-        f"- Peak learning rate {version.params['learning_rate']:g}, warmup then cosine schedule; {version.metrics['stopped_because']}",
+        f"- Peak learning rate {version.params['learning_rate']:g}, warmup then cosine schedule, {version.params['epochs']:g} epochs planned; "
+        f"{version.metrics['stopped_because']}",
         f"- Wall time {version.metrics['train_seconds']} s ({_num(version.metrics['tokens_per_second'], 1)} tokens/s) on CPU; run `{version.run_id}`",
     ]
     if version.params.get("multi_author"):

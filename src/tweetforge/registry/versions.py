@@ -178,7 +178,7 @@ def register(engine: Engine, models_dir: Path, result: TrainResult, snapshot: Sn
         "method": config.method, "block_size": config.block_size, "batch_size": config.batch_size, "epochs": config.epochs,
         "max_steps": config.max_steps, "learning_rate": config.learning_rate or DEFAULT_LEARNING_RATE[config.method],
         "lora_r": config.lora_r if config.method == "lora" else None,
-        "lora_alpha": config.lora_alpha if config.method == "lora" else None, "seed": config.seed,
+        "lora_alpha": config.lora_alpha if config.method == "lora" else None, "train_layers": config.train_layers, "seed": config.seed,
         "precision": "bf16 autocast" if result.bf16 else "fp32",
         "layers": config.layers if config.kind != "pretrained" else None, "width": config.width if config.kind != "pretrained" else None,
         "authors": result.authors, "multi_author": result.multi_author, "from_model": config.from_model,

@@ -25,6 +25,7 @@ import torch
 from tweetforge.data.post import MAX_POST_CHARS
 from tweetforge.data.snapshots import Snapshot, read_snapshot
 from tweetforge.errors import TweetforgeError
+from tweetforge.training.cached_bottom import CachedBottom, can_cache
 from tweetforge.training.models.base import DEFAULT_BASE
 from tweetforge.training.models.tokenizers import author_token
 from tweetforge.training.tracking import Tracker
@@ -49,6 +50,9 @@ class TrainConfig:
     full: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
+    train_layers: int | None = None
+    """LoRA: adapters on the top N decoder layers only, the bottom frozen and (where the architecture
+    allows) its outputs computed once and cached; None: every layer."""
     layers: int = 4
     width: int = 256
     vocab_size: int = 8000
@@ -115,6 +119,8 @@ class RunState:
     evals_without_improvement: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    """Wall time in the training loop, validation included, over every session of the run."""
+    evaluation_seconds: float = 0.0
     tokens: int = 0
     stopped_because: str = ""
 
@@ -178,25 +184,31 @@ def bf16_matmul_is_faster() -> bool:
     return timings[torch.bfloat16] < 0.8 * timings[torch.float32]
 
 
-def causal_lm_loss(model: Any, blocks: torch.Tensor, bf16: bool) -> torch.Tensor:
+def next_token_loss(logits: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over the block's B x (T-1) predictions. The targets are shifted
     instead of the logits (the last position's target is ignored), so the B x T x vocabulary logits are
     used in place rather than copied by a slice and reshape, forward and backward."""
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        logits = model(input_ids=blocks).logits
     targets = torch.nn.functional.pad(blocks[:, 1:], (0, 1), value=-100)
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100)
 
 
+def causal_lm_loss(model: Any, blocks: torch.Tensor, bf16: bool) -> torch.Tensor:
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = model(input_ids=blocks).logits
+    return next_token_loss(logits, blocks)
+
+
 @torch.inference_mode()
-def evaluate_loss(model: Any, blocks: torch.Tensor, batch_size: int, bf16: bool) -> float:
+def evaluate_loss(model: Any, blocks: torch.Tensor, batch_size: int, bf16: bool, cache: CachedBottom | None = None) -> float:
     """Run on the eager model even when training is compiled: evaluation's grad mode, eval() flag and
     last short batch would each make torch.compile recompile."""
     model.eval()
     total, count = 0.0, 0
-    for start in range(0, blocks.shape[0], batch_size):
+    hidden = cache.validation_hidden(blocks, batch_size, bf16) if cache else None
+    for i, start in enumerate(range(0, blocks.shape[0], batch_size)):
         batch = blocks[start : start + batch_size]
-        total += causal_lm_loss(model, batch, bf16).item() * batch.shape[0]
+        loss = next_token_loss(cache.logits(hidden[i], bf16), batch) if cache and hidden else causal_lm_loss(model, batch, bf16)
+        total += loss.item() * batch.shape[0]
         count += batch.shape[0]
     model.train()
     return total / max(count, 1)
@@ -286,19 +298,22 @@ class TrainResult:
     """Whether the run trained under bf16 autocast."""
     max_post_tokens: int
     """Tokens of the longest training post that fits MAX_POST_CHARS: the generation limit."""
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Where this session's time went: conversion (of the base, once per machine), load, encoding,
+    training, evaluation."""
 
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 
 
-def prepare_model(config: TrainConfig, texts: list[str], control_tokens: list[str], home: Path, resolve_from: Callable[[str], Path] | None):
-    """(model, tokenizer, description) for the kind of run asked for."""
-    from tweetforge.training.models.causal_lm import (
-        LoraSettings,
-        build_scratch,
-        load_pretrained,
-    )
+def prepare_model(config: TrainConfig, texts: list[str], control_tokens: list[str], home: Path, resolve_from: Callable[[str], Path] | None,
+                  seconds: dict[str, float] | None = None):
+    """(model, tokenizer, description) for the kind of run asked for; the base conversion's time goes to
+    seconds["conversion"]."""
+    from tweetforge.training.models.causal_lm import build_scratch, load_pretrained
 
+    if config.train_layers is not None and (config.full or config.kind != "pretrained"):
+        raise TrainingError("--train-layers is for LoRA runs on a pretrained base (adapters on the top layers only)")
     if config.from_model:
         if resolve_from is None:
             raise TrainingError("--from needs the registry")
@@ -307,9 +322,8 @@ def prepare_model(config: TrainConfig, texts: list[str], control_tokens: list[st
         if info["kind"] == "lstm" or info["kind"] == "scratch" or config.full:
             model, tokenizer = load_pretrained(directory, control_tokens, lora=None)
             return model, tokenizer, f"registered model {config.from_model} ({info['kind']}, full weights)"
-        model, tokenizer = load_pretrained(directory, control_tokens, LoraSettings(config.lora_r, config.lora_alpha),
-                                           frozen_bf16=use_bf16(config.precision))
-        return model, tokenizer, f"registered model {config.from_model} (new LoRA adapters)"
+        model, tokenizer = _load_lora(directory, control_tokens, config)
+        return model, tokenizer, f"registered model {config.from_model} (new LoRA adapters{_on_layers(config)})"
     if config.kind in ("lstm", "scratch"):
         from tweetforge.training.models.tokenizers import train_bpe_tokenizer
 
@@ -332,11 +346,29 @@ def prepare_model(config: TrainConfig, texts: list[str], control_tokens: list[st
         )
     from tweetforge.training.models.base import resolve_base
 
+    converting = time.perf_counter()
     resolved = resolve_base(config.base, home / "cache" / "base")
-    lora = None if config.full else LoraSettings(config.lora_r, config.lora_alpha)
-    model, tokenizer = load_pretrained(resolved.path, control_tokens, lora, frozen_bf16=use_bf16(config.precision))
-    how = "full fine-tune" if config.full else f"LoRA r={config.lora_r}"
-    return model, tokenizer, f"{resolved.describe()}, {how}"
+    if seconds is not None:
+        seconds["conversion"] = time.perf_counter() - converting
+    if config.full:
+        model, tokenizer = load_pretrained(resolved.path, control_tokens, None)
+        return model, tokenizer, f"{resolved.describe()}, full fine-tune"
+    model, tokenizer = _load_lora(resolved.path, control_tokens, config)
+    return model, tokenizer, f"{resolved.describe()}, LoRA r={config.lora_r}{_on_layers(config)}"
+
+
+def _load_lora(directory: Path, control_tokens: list[str], config: TrainConfig):  # type: ignore[no-untyped-def]
+    from tweetforge.training.models.causal_lm import LoraSettings, load_pretrained
+
+    try:
+        return load_pretrained(directory, control_tokens, LoraSettings(config.lora_r, config.lora_alpha, top_layers=config.train_layers),
+                               frozen_bf16=use_bf16(config.precision))
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
+
+
+def _on_layers(config: TrainConfig) -> str:
+    return f" on the top {config.train_layers} layers" if config.train_layers else ""
 
 
 def keep_freed_memory() -> Callable[[], None]:
@@ -469,6 +501,8 @@ class Run:
     state: RunState
     best: dict[str, torch.Tensor] | None
     """The trainable weights at the best validation loss so far."""
+    started: float = field(default_factory=time.perf_counter)
+    """When train() was called (perf_counter): history rows record the wall time since."""
 
 
 def open_run(config: TrainConfig, snapshot: Snapshot, home: Path, *, run_dir: Path | None, resume: bool, model: torch.nn.Module,
@@ -520,8 +554,21 @@ def stop_reason(state: RunState, config: TrainConfig, out_of_time: bool) -> str:
     return ""
 
 
+def cache_bottom(config: TrainConfig, model: torch.nn.Module, blocks: Blocks, bf16: bool) -> CachedBottom | None:
+    """The frozen bottom's outputs, cached, when only the top layers train and the architecture allows it."""
+    if not config.train_layers or config.compile or not can_cache(model):
+        return None
+    from tweetforge.training.models.causal_lm import decoder_layer_count
+
+    bottom = decoder_layer_count(model) - config.train_layers
+    if bottom == 0:
+        return None
+    return CachedBottom(model, bottom, blocks.train, epoch_order(len(blocks.train), config.seed, 0), config.batch_size,
+                        torch.bfloat16 if bf16 else torch.float32)
+
+
 def train_loop(config: TrainConfig, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, blocks: Blocks, schedule: Schedule,
-               run: Run, tracker: Tracker, bf16: bool, report: Callable[[dict[str, Any]], None]) -> None:
+               run: Run, tracker: Tracker, bf16: bool, report: Callable[[dict[str, Any]], None], cache: CachedBottom | None = None) -> None:
     """Steps until the schedule, the patience or the time budget ends the run; checkpoints on the way."""
     state = run.state
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -532,11 +579,14 @@ def train_loop(config: TrainConfig, *, model: torch.nn.Module, optimizer: torch.
     while state.step < schedule.total_steps:
         epoch, offset = divmod(state.step, schedule.steps_per_epoch)
         order = epoch_order(len(blocks.train), config.seed, epoch)
-        batch = blocks.train[order[offset * config.batch_size : (offset + 1) * config.batch_size]]
+        indices = order[offset * config.batch_size : (offset + 1) * config.batch_size]
+        batch = blocks.train[indices]
         for group in optimizer.param_groups:
             group["lr"] = schedule.learning_rate(state.step, config)
-        # an epoch's last short batch runs eager rather than triggering a recompile for its shape
-        loss = causal_lm_loss(compiled if len(batch) == config.batch_size else model, batch, bf16)
+        if cache is not None:
+            loss = next_token_loss(cache.logits(cache.train_hidden(indices, bf16), bf16), batch)
+        else:  # an epoch's last short batch runs eager rather than triggering a recompile for its shape
+            loss = causal_lm_loss(compiled if len(batch) == config.batch_size else model, batch, bf16)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
         optimizer.step()
@@ -551,9 +601,12 @@ def train_loop(config: TrainConfig, *, model: torch.nn.Module, optimizer: torch.
 
         out_of_time = budget is not None and state.seconds >= budget
         if blocks.validation is not None and should_evaluate(state, config, schedule.total_steps, out_of_time):
-            val_loss = evaluate_loss(model, blocks.validation, config.batch_size, bf16)
+            evaluating = time.perf_counter()
+            val_loss = evaluate_loss(model, blocks.validation, config.batch_size, bf16, cache)
+            state.evaluation_seconds += time.perf_counter() - evaluating
             metrics.update({"eval/loss": val_loss, "eval/perplexity": math.exp(min(val_loss, 50))})
-            state.history.append({"step": state.step, "train_loss": loss.item(), "val_loss": val_loss, "seconds": state.seconds})
+            state.history.append({"step": state.step, "train_loss": loss.item(), "val_loss": val_loss, "seconds": state.seconds,
+                                  "wall": time.perf_counter() - run.started})
             if val_loss < state.best_val_loss - 1e-4:
                 state.best_val_loss, state.best_step, state.evals_without_improvement = val_loss, state.step, 0
                 run.best = trainable_state(model)
@@ -586,16 +639,22 @@ def train(config: TrainConfig, snapshot: Snapshot, home: Path, *, run_dir: Path 
           progress: ProgressCallback | None = None, resolve_from: Callable[[str], Path] | None = None) -> TrainResult:
     """Train on a snapshot's train split, evaluating on its validation split. With resume, run_dir holds
     the interrupted run, whose saved config wins."""
+    started = time.perf_counter()
+    seconds: dict[str, float] = {"conversion": 0.0}
     restore_allocator = keep_freed_memory()
     try:
         configure_cpu(config)
         torch.manual_seed(config.seed)
         posts = read_training_posts(snapshot)
-        model, tokenizer, description = prepare_model(config, posts.texts, posts.control_tokens, home, resolve_from)
+        model, tokenizer, description = prepare_model(config, posts.texts, posts.control_tokens, home, resolve_from, seconds)
+        seconds["load"] = time.perf_counter() - started - seconds["conversion"]
+        encoding = time.perf_counter()
         blocks = prepare_blocks(config, tokenizer, posts, snapshot.name)
+        seconds["encoding"] = time.perf_counter() - encoding
         schedule = Schedule.of(config, len(blocks.train))
         optimizer = make_optimizer(model, schedule.peak_lr, config.weight_decay)
         run = open_run(config, snapshot, home, run_dir=run_dir, resume=resume, model=model, optimizer=optimizer)
+        run.started = started
         bf16 = use_bf16(config.precision)
         tracker = Tracker(config.report_to, home, run.run_id, tracked_config(config, snapshot, description, blocks, model, bf16), resume=resume)
 
@@ -604,12 +663,17 @@ def train(config: TrainConfig, snapshot: Snapshot, home: Path, *, run_dir: Path 
                 progress({"step": run.state.step, "total_steps": schedule.total_steps, **event})
 
         report({"phase": "start", "description": description})
-        train_loop(config, model=model, optimizer=optimizer, blocks=blocks, schedule=schedule, run=run, tracker=tracker, bf16=bf16, report=report)
+        cache = cache_bottom(config, model, blocks, bf16)
+        looping, evaluation_before = time.perf_counter(), run.state.evaluation_seconds
+        train_loop(config, model=model, optimizer=optimizer, blocks=blocks, schedule=schedule, run=run, tracker=tracker, bf16=bf16, report=report,
+                   cache=cache)
+        evaluated = run.state.evaluation_seconds - evaluation_before
+        seconds |= {"training": time.perf_counter() - looping - evaluated, "evaluation": evaluated}
         finish(model, optimizer, run, tracker)
         report({"phase": "done", "stopped_because": run.state.stopped_because})
         return TrainResult(run_id=run.run_id, run_dir=run.run_dir, model=model, tokenizer=tokenizer, state=run.state, config=config,
                            base_description=description, authors=posts.writers, multi_author=posts.multi_author, bf16=bf16,
-                           max_post_tokens=blocks.max_post_tokens)
+                           max_post_tokens=blocks.max_post_tokens, seconds=seconds)
     finally:
         restore_allocator()
 

@@ -20,6 +20,8 @@ class LoraSettings:
     r: int = 16
     alpha: int = 32
     dropout: float = 0.0
+    top_layers: int | None = None
+    """Adapters on the top N decoder layers only; None: every layer."""
 
 
 def lora_targets(model: torch.nn.Module) -> list[str] | str:
@@ -29,6 +31,22 @@ def lora_targets(model: torch.nn.Module) -> list[str] | str:
     if "c_attn" in names:
         return GPT2_TARGETS
     return "all-linear"
+
+
+def decoder_layer_count(model: Any) -> int:
+    return int(getattr(model.config, "num_hidden_layers", None) or model.config.n_layer)
+
+
+def top_layer_targets(model: Any, top_layers: int) -> dict[str, Any]:
+    """LoraConfig arguments that put the adapters on the top N layers only."""
+    total = decoder_layer_count(model)
+    if not 1 <= top_layers <= total:
+        raise ValueError(f"--train-layers {top_layers}: this model has {total} decoder layers")
+    chosen = list(range(total - top_layers, total))
+    targets = lora_targets(model)
+    if targets == GPT2_TARGETS:  # a regex cannot be combined with layers_to_transform
+        return {"target_modules": rf".*\.h\.({'|'.join(map(str, chosen))})\.attn\.(c_attn|c_proj)"}
+    return {"target_modules": targets, "layers_to_transform": chosen}
 
 
 def input_embedding_name(model: torch.nn.Module) -> str:
@@ -72,7 +90,7 @@ def load_pretrained(path: Path, control_tokens: list[str], lora: LoraSettings | 
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
-        target_modules=lora_targets(model),
+        **(top_layer_targets(model, lora.top_layers) if lora.top_layers else {"target_modules": lora_targets(model)}),
         trainable_token_indices={input_embedding_name(model): new_ids} if new_ids else None,
         task_type="CAUSAL_LM",
     )
