@@ -76,6 +76,7 @@ benchmark: $(VENV)/.installed-dev $(CHROMIUM)
 	$(PY) benchmarks/ui_load.py
 	$(PY) benchmarks/sync.py
 	$(PY) benchmarks/pipeline.py
+	$(PY) benchmarks/time_to_quality.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache

@@ -67,7 +67,9 @@ def run_measured(cmd: list[str], env: dict[str, str], label: str, capture: bool 
 
 
 def matmul_peaks(threads: int) -> dict[str, float]:
-    """Best GFLOP/s of a few matmuls (the model's own shapes and a large square one) in fp32 and bf16."""
+    """Best GFLOP/s of a few matmuls (the model's own shapes and a large square one) in fp32 and bf16. A
+    shape that would take over a second a call at the rate seen so far is skipped: bf16 without
+    AVX512-BF16/AMX can run at 1 GFLOP/s, and one LM-head matmul would then take minutes."""
     import torch
 
     torch.set_num_threads(threads)
@@ -76,8 +78,13 @@ def matmul_peaks(threads: int) -> dict[str, float]:
     for dtype in (torch.float32, torch.bfloat16):
         best = 0.0
         for m, k, n in shapes:
+            if best and 2 * m * k * n / best / 1e9 > 1.0:
+                continue  # would take over a second a call at the rate seen so far
             a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+            start = time.perf_counter()
             a @ b
+            first = time.perf_counter() - start
+            best = max(best, 2 * m * k * n / first / 1e9)
             runs, start = 0, time.perf_counter()
             while time.perf_counter() - start < 1.0:
                 a @ b

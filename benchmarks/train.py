@@ -171,7 +171,7 @@ def child(variant: str, texts_path: Path, base: Path, steps: int, warmup: int) -
     naive, full = settings.get("naive", False), settings.get("full", False)
     bf16, block = settings.get("bf16", False), settings.get("block", 64)
     if "targets" in settings:
-        causal_lm.lora_targets = lambda model: settings["targets"]
+        causal_lm.lora_targets = lambda model, *_: {"target_modules": settings["targets"]}
     texts = json.loads(texts_path.read_text())
     model, tokenizer = causal_lm.load_pretrained(base, [], None if full else causal_lm.LoraSettings(16, 32), frozen_bf16=bf16)
     model.train()

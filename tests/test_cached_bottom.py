@@ -45,11 +45,14 @@ def test_the_cached_bottom_gives_the_same_losses_and_weights_as_the_whole_model(
         assert torch.allclose(a, b, atol=1e-5), name
 
 
-def test_only_the_top_layers_get_adapters_and_the_merge_is_exact(tiny_llama, small):
+@pytest.mark.parametrize("modules", ["attention", "attention+mlp"])
+def test_only_the_top_layers_get_adapters_and_the_merge_is_exact(tiny_llama, small, modules):
     home, snapshot = small
-    result = train(top_config(tiny_llama, name="tiny-top", max_steps=5, eval_every=5), snapshot, home)
-    adapted = {int(n.split(".layers.")[1].split(".")[0]) for n, p in result.model.named_parameters() if p.requires_grad and "lora_" in n}
-    assert adapted == {2, 3}
+    result = train(top_config(tiny_llama, name="tiny-top", max_steps=5, eval_every=5, lora_modules=modules), snapshot, home)
+    adapted = {n.split(".layers.")[1].split(".lora_")[0] for n, p in result.model.named_parameters() if p.requires_grad and "lora_" in n}
+    assert {int(a.split(".")[0]) for a in adapted} == {2, 3}
+    projections = {a.split(".")[-1] for a in adapted}
+    assert projections == {"q_proj", "k_proj", "v_proj", "o_proj"} | ({"gate_proj", "up_proj", "down_proj"} if modules != "attention" else set())
     ids = torch.tensor([[result.tokenizer.eos_token_id, 17, 95, 230, 11]])
     with torch.no_grad():
         before = result.model(input_ids=ids).logits
@@ -84,5 +87,7 @@ def test_train_layers_is_checked(tiny_llama, small):
     home, snapshot = small
     with pytest.raises(TrainingError, match="--train-layers 9: this model has 4 decoder layers"):
         train(top_config(tiny_llama, name="tiny-bad", train_layers=9), snapshot, home)
+    with pytest.raises(TrainingError, match="--lora-modules 'mlp': use attention or attention\\+mlp"):
+        train(top_config(tiny_llama, name="tiny-bad", lora_modules="mlp"), snapshot, home)
     with pytest.raises(TrainingError, match="--train-layers is for LoRA runs"):
         train(top_config(tiny_llama, name="tiny-bad", full=True), snapshot, home)

@@ -25,6 +25,7 @@ from typer.core import TyperGroup
 
 from tweetforge.data.clean import OPTIONAL_STATS, STATS_COLUMNS, CleaningRules
 from tweetforge.errors import TweetforgeError
+from tweetforge.training.config import TrainConfig
 
 if TYPE_CHECKING:
     from tweetforge.data.snapshots import Snapshot
@@ -592,32 +593,37 @@ models_app = typer.Typer(help="Registered model versions and their aliases.", no
 app.add_typer(models_app, name="models")
 
 
+TRAINING = TrainConfig(dataset="")
+"""The training defaults the options show."""
+
+
 @app.command()
 def train(
     dataset: Annotated[str, typer.Argument(help="A dataset snapshot (tweetforge dataset list).")],
-    base: Annotated[str, typer.Option("--base", help="Hub id or local HF directory, or 'lstm' or 'scratch'.")] = "HuggingFaceTB/SmolLM2-135M",
+    base: Annotated[str, typer.Option("--base", help="Hub id or local HF directory, or 'lstm' or 'scratch'.")] = TRAINING.base,
     name: Annotated[str | None, typer.Option("--name", help="Registry name (default: dataset name without -vN).")] = None,
     from_model: Annotated[str | None, typer.Option("--from", help="Continue a registered model, e.g. elon:3.")] = None,
     full: Annotated[bool, typer.Option("--full", help="Full fine-tune instead of LoRA.")] = False,
-    lora_r: Annotated[int, typer.Option("--lora-r")] = 16,
-    train_layers: Annotated[int | None, typer.Option("--train-layers", help="LoRA on the top N layers only; the frozen bottom is cached.")] = None,
-    layers: Annotated[int, typer.Option("--layers", help="scratch / lstm: layers.")] = 4,
-    width: Annotated[int, typer.Option("--width", help="scratch / lstm: width.")] = 256,
-    epochs: Annotated[float, typer.Option("--epochs", "--num-train-epochs")] = 2.0,
+    lora_r: Annotated[int, typer.Option("--lora-r")] = TRAINING.lora_r,
+    train_layers: Annotated[int | None, typer.Option("--train-layers", help="LoRA on the top N layers (bottom cached).")] = TRAINING.train_layers,
+    lora_modules: Annotated[str, typer.Option("--lora-modules", help="attention or attention+mlp.")] = TRAINING.lora_modules,
+    layers: Annotated[int, typer.Option("--layers", help="scratch / lstm: layers.")] = TRAINING.layers,
+    width: Annotated[int, typer.Option("--width", help="scratch / lstm: width.")] = TRAINING.width,
+    epochs: Annotated[float, typer.Option("--epochs", "--num-train-epochs")] = TRAINING.epochs,
     max_steps: Annotated[int | None, typer.Option("--max-steps", "--max-train-steps")] = None,
     max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Time budget; stops cleanly and registers.")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", "--per-device-train-batch-size")] = 8,
-    block_size: Annotated[int, typer.Option("--block-size", help="Tokens per packed block.")] = 64,
+    batch_size: Annotated[int, typer.Option("--batch-size", "--per-device-train-batch-size")] = TRAINING.batch_size,
+    block_size: Annotated[int, typer.Option("--block-size", help="Tokens per packed block.")] = TRAINING.block_size,
     learning_rate: Annotated[float | None, typer.Option("--learning-rate", "--lr", help="Peak learning rate (default by method).")] = None,
-    warmup_ratio: Annotated[float, typer.Option("--warmup-ratio", help="Share of steps warming the learning rate up.")] = 0.05,
-    min_lr_ratio: Annotated[float, typer.Option("--min-lr-ratio", help="Cosine decay ends at this share of the peak.")] = 0.1,
-    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")] = 0.0,
-    max_grad_norm: Annotated[float, typer.Option("--max-grad-norm", help="Clip gradients to this global norm.")] = 1.0,
-    eval_every: Annotated[int, typer.Option("--eval-every", help="Steps between validation evaluations.")] = 50,
-    patience: Annotated[int, typer.Option("--patience", help="Evaluations without improvement before stopping.")] = 3,
-    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every")] = 50,
-    seed: Annotated[int, typer.Option("--seed")] = 42,
-    precision: Annotated[str, typer.Option("--precision", help="auto, bf16 or fp32.")] = "auto",
+    warmup_ratio: Annotated[float, typer.Option("--warmup-ratio", help="Share of steps warming the learning rate up.")] = TRAINING.warmup_ratio,
+    min_lr_ratio: Annotated[float, typer.Option("--min-lr-ratio", help="Cosine decay ends at this share of the peak.")] = TRAINING.min_lr_ratio,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")] = TRAINING.weight_decay,
+    max_grad_norm: Annotated[float, typer.Option("--max-grad-norm", help="Clip gradients to this global norm.")] = TRAINING.max_grad_norm,
+    eval_every: Annotated[int, typer.Option("--eval-every", help="Steps between validation evaluations.")] = TRAINING.eval_every,
+    patience: Annotated[int, typer.Option("--patience", help="Evaluations without improvement before stopping.")] = TRAINING.patience,
+    checkpoint_every: Annotated[int, typer.Option("--checkpoint-every")] = TRAINING.checkpoint_every,
+    seed: Annotated[int, typer.Option("--seed")] = TRAINING.seed,
+    precision: Annotated[str, typer.Option("--precision", help="auto, bf16 or fp32.")] = TRAINING.precision,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (slower start, faster steps).")] = False,
     threads: Annotated[int | None, typer.Option("--threads")] = None,
     report_to: Annotated[str, typer.Option("--report-to", help="trackio, wandb or none.")] = "trackio",
@@ -639,6 +645,7 @@ def train(
     home = settings.resolved_home
     config = TrainConfig(
         dataset=dataset, name=name, base=base, from_model=from_model, full=full, lora_r=lora_r, lora_alpha=2 * lora_r, train_layers=train_layers,
+        lora_modules=lora_modules,
         layers=layers, width=width, epochs=epochs, max_steps=max_steps, max_minutes=max_minutes, batch_size=batch_size,
         block_size=block_size, learning_rate=learning_rate, warmup_ratio=warmup_ratio, min_lr_ratio=min_lr_ratio,
         weight_decay=weight_decay, max_grad_norm=max_grad_norm, eval_every=eval_every, patience=patience,

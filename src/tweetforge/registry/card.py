@@ -34,7 +34,8 @@ def model_card(version: ModelVersion, snapshot: Snapshot, history: list[dict], r
     splits = snapshot.counts["splits"]
     params = version.params
     layers = f"the top {params['train_layers']} layers" if params.get("train_layers") else "every layer"
-    lora = (f" (r={params['lora_r']}, alpha={params['lora_alpha']}, on {layers}' attention projections, merged into the weights)"
+    mods = "attention and MLP projections" if params.get("lora_modules") == "attention+mlp" else "attention projections"
+    lora = (f" (r={params['lora_r']}, alpha={params['lora_alpha']}, on the {mods} of {layers}, merged into the weights)"
             if params["method"] == "lora" else "")
     lines = [
         "---",

@@ -14,7 +14,7 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -26,87 +26,13 @@ from tweetforge.data.post import MAX_POST_CHARS
 from tweetforge.data.snapshots import Snapshot, read_snapshot
 from tweetforge.errors import TweetforgeError
 from tweetforge.training.cached_bottom import CachedBottom, can_cache
-from tweetforge.training.models.base import DEFAULT_BASE
+from tweetforge.training.config import DEFAULT_LEARNING_RATE, TrainConfig
 from tweetforge.training.models.tokenizers import author_token
 from tweetforge.training.tracking import Tracker
-
-KINDS = ("pretrained", "scratch", "lstm")
-DEFAULT_LEARNING_RATE = {"lora": 1e-3, "full": 5e-5, "scratch": 1e-3, "lstm": 2e-3}
 
 
 class TrainingError(TweetforgeError):
     """A run that cannot start or continue; the message says why and what to do."""
-
-
-@dataclass
-class TrainConfig:
-    dataset: str
-    name: str | None = None
-    """Registry name; default: the dataset name without a trailing -vN."""
-    base: str = DEFAULT_BASE
-    """A hub id or local directory, or 'lstm' or 'scratch'."""
-    from_model: str | None = None
-    """Continue training a registered version (name:version) on this dataset."""
-    full: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    train_layers: int | None = None
-    """LoRA: adapters on the top N decoder layers only, the bottom frozen and (where the architecture
-    allows) its outputs computed once and cached; None: every layer."""
-    layers: int = 4
-    width: int = 256
-    vocab_size: int = 8000
-    block_size: int = 64
-    batch_size: int = 8
-    learning_rate: float | None = None
-    epochs: float = 2.0
-    max_steps: int | None = None
-    max_minutes: float | None = None
-    warmup_ratio: float = 0.05
-    """Share of the steps over which the learning rate rises linearly to its peak."""
-    min_lr_ratio: float = 0.1
-    """Where the cosine decay ends, as a share of the peak learning rate."""
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    """Gradients are clipped to this global norm."""
-    eval_every: int = 50
-    eval_blocks: int = 256
-    patience: int = 3
-    checkpoint_every: int = 50
-    seed: int = 42
-    precision: str = "auto"
-    """'bf16' (autocast), 'fp32', or 'auto': bf16 where a measured bf16 matmul beats fp32 (AMX, AVX512-BF16)."""
-    compile: bool = False
-    threads: int | None = None
-    report_to: str = "trackio"
-
-    @property
-    def kind(self) -> str:
-        if self.base == "lstm":
-            return "lstm"
-        if self.base == "scratch":
-            return "scratch"
-        return "pretrained"
-
-    @property
-    def method(self) -> str:
-        if self.kind != "pretrained":
-            return self.kind
-        return "full" if self.full else "lora"
-
-    @property
-    def model_name(self) -> str:
-        if self.name:
-            return self.name
-        head, sep, tail = self.dataset.rpartition("-v")
-        return head if sep and tail.isdigit() and head else self.dataset
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """A saved run's config; runs saved before warmup_ratio was named so kept theirs as 'warmup'."""
-        known = {f.name for f in fields(cls)}
-        renamed = {"warmup_ratio": data["warmup"]} if "warmup" in data and "warmup_ratio" not in data else {}
-        return cls(**{k: v for k, v in {**data, **renamed}.items() if k in known})
 
 
 @dataclass
@@ -361,14 +287,16 @@ def _load_lora(directory: Path, control_tokens: list[str], config: TrainConfig):
     from tweetforge.training.models.causal_lm import LoraSettings, load_pretrained
 
     try:
-        return load_pretrained(directory, control_tokens, LoraSettings(config.lora_r, config.lora_alpha, top_layers=config.train_layers),
+        return load_pretrained(directory, control_tokens, LoraSettings(config.lora_r, config.lora_alpha, top_layers=config.train_layers,
+                                                                            modules=config.lora_modules),
                                frozen_bf16=use_bf16(config.precision))
     except ValueError as exc:
         raise TrainingError(str(exc)) from None
 
 
 def _on_layers(config: TrainConfig) -> str:
-    return f" on the top {config.train_layers} layers" if config.train_layers else ""
+    where = f" on the top {config.train_layers} layers" if config.train_layers else ""
+    return where + (", MLP too" if config.lora_modules == "attention+mlp" else "")
 
 
 def keep_freed_memory() -> Callable[[], None]:

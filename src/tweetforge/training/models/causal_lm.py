@@ -11,8 +11,10 @@ from typing import Any
 import torch
 
 LLAMA_LIKE_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+LLAMA_LIKE_MLP = ["gate_proj", "up_proj", "down_proj"]
 GPT2_TARGETS = r".*\.attn\.(c_attn|c_proj)"
 """GPT-2's attention projections; a bare 'c_proj' would also catch the MLP's."""
+LORA_MODULES = ("attention", "attention+mlp")
 
 
 @dataclass(frozen=True)
@@ -22,31 +24,36 @@ class LoraSettings:
     dropout: float = 0.0
     top_layers: int | None = None
     """Adapters on the top N decoder layers only; None: every layer."""
+    modules: str = "attention"
+    """'attention' (q/k/v/o) or 'attention+mlp' (and the MLP's projections)."""
 
 
-def lora_targets(model: torch.nn.Module) -> list[str] | str:
+def lora_targets(model: torch.nn.Module, modules: str = "attention", layers: list[int] | None = None) -> dict[str, Any]:
+    """LoraConfig arguments: which projections get adapters, in which layers (None: every layer)."""
+    if modules not in LORA_MODULES:
+        raise ValueError(f"--lora-modules {modules!r}: use {' or '.join(LORA_MODULES)}")
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     if set(LLAMA_LIKE_TARGETS) <= names:
-        return LLAMA_LIKE_TARGETS
-    if "c_attn" in names:
-        return GPT2_TARGETS
-    return "all-linear"
+        targets = LLAMA_LIKE_TARGETS + (LLAMA_LIKE_MLP if modules == "attention+mlp" else [])
+        return {"target_modules": targets} | ({"layers_to_transform": layers} if layers is not None else {})
+    if "c_attn" in names:  # GPT-2: a regex, which peft will not combine with layers_to_transform
+        where = rf"\.h\.({'|'.join(map(str, layers))})" if layers is not None else ""
+        what = r"(attn\.(c_attn|c_proj)|mlp\.(c_fc|c_proj))" if modules == "attention+mlp" else r"attn\.(c_attn|c_proj)"
+        return {"target_modules": rf".*{where}\.{what}"}
+    if layers is not None or modules != "attention":
+        raise ValueError("--train-layers and --lora-modules need a Llama-like or GPT-2 model")
+    return {"target_modules": "all-linear"}
 
 
 def decoder_layer_count(model: Any) -> int:
     return int(getattr(model.config, "num_hidden_layers", None) or model.config.n_layer)
 
 
-def top_layer_targets(model: Any, top_layers: int) -> dict[str, Any]:
-    """LoraConfig arguments that put the adapters on the top N layers only."""
+def top_layers(model: Any, count: int) -> list[int]:
     total = decoder_layer_count(model)
-    if not 1 <= top_layers <= total:
-        raise ValueError(f"--train-layers {top_layers}: this model has {total} decoder layers")
-    chosen = list(range(total - top_layers, total))
-    targets = lora_targets(model)
-    if targets == GPT2_TARGETS:  # a regex cannot be combined with layers_to_transform
-        return {"target_modules": rf".*\.h\.({'|'.join(map(str, chosen))})\.attn\.(c_attn|c_proj)"}
-    return {"target_modules": targets, "layers_to_transform": chosen}
+    if not 1 <= count <= total:
+        raise ValueError(f"--train-layers {count}: this model has {total} decoder layers")
+    return list(range(total - count, total))
 
 
 def input_embedding_name(model: torch.nn.Module) -> str:
@@ -90,7 +97,7 @@ def load_pretrained(path: Path, control_tokens: list[str], lora: LoraSettings | 
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
-        **(top_layer_targets(model, lora.top_layers) if lora.top_layers else {"target_modules": lora_targets(model)}),
+        **lora_targets(model, lora.modules, top_layers(model, lora.top_layers) if lora.top_layers else None),
         trainable_token_indices={input_embedding_name(model): new_ids} if new_ids else None,
         task_type="CAUSAL_LM",
     )
