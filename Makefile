@@ -33,7 +33,7 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch-$(TORCH_VERSION)
 
 # Each stage prints its wall time. Training is bounded to DEMO_MINUTES so the demo ends on any machine;
 # it stops cleanly at the budget and registers the best validated weights.
-DEMO_MINUTES ?= 4
+DEMO_MINUTES ?= 8
 TF := TWEETFORGE_HOME=$(DEMO_HOME) $(VENV)/bin/tweetforge
 
 demo: $(VENV)/.installed-dev
@@ -47,8 +47,8 @@ demo: $(VENV)/.installed-dev
 	$(TF) stats --plot $(DEMO_HOME)/stats.png; took; \
 	stage "3/6 freeze a dataset: the first 3,000 posts"; \
 	$(TF) dataset create trump-v1 --author realDonaldTrump --limit 3000; took; \
-	stage "4/6 fine-tune the default model (SmolLM2-135M + LoRA) for up to $(DEMO_MINUTES) minutes"; \
-	$(TF) train trump-v1 --epochs 2 --max-minutes $(DEMO_MINUTES); took; \
+	stage "4/6 fine-tune the default model (SmolLM2-135M, LoRA on its top 15 layers, one epoch) for up to $(DEMO_MINUTES) minutes"; \
+	$(TF) train trump-v1 --max-minutes $(DEMO_MINUTES); took; \
 	stage "5/6 five generated posts (copy filter on)"; \
 	$(TF) generate trump --prompt "The fake news" -n 5 --seed 7; took; \
 	stage "6/6 how good is it: the test split, against a Markov chain and the untuned base model"; \

@@ -17,7 +17,7 @@ each final model are then measured on the snapshot's test split (not counted).
   naive            fp32, full fine-tune, one post per padded row (the HuggingTweets recipe), AdamW lr 5e-5,
                    for as long as the default took; validated on the same packed blocks
   topK             `current` with adapters on the top K layers only, the bottom cached
-  and one row per other idea (learning rate and epochs, evaluation cadence), each changing one thing
+  and one row per other idea (learning rate and epochs, MLP adapters), spelled top8-mlp-lr0.003-e2
 
 The baseline is `current`: printed are, per recipe, seconds to its model, its final validation loss and
 test bits per char, and the seconds until its validation loss first reaches current's final one (the
@@ -44,7 +44,7 @@ from pathlib import Path  # noqa: E402
 from common import cpu_flags, log, machine, matmul_peaks, run_measured  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-CURRENT = {"train_layers": None, "epochs": 2.0, "learning_rate": 1e-3, "eval_every": 50, "eval_blocks": 256}
+CURRENT = {"train_layers": 0, "lora_modules": "attention", "epochs": 2.0, "learning_rate": 1e-3, "eval_every": 50, "eval_blocks": 256}
 RECIPES: dict[str, dict] = {
     "current": CURRENT,
     "default": {},
@@ -52,8 +52,6 @@ RECIPES: dict[str, dict] = {
     "top4": CURRENT | {"train_layers": 4},
     "top8": CURRENT | {"train_layers": 8},
     "top15": CURRENT | {"train_layers": 15},
-    "lr-3e-3-1-epoch": CURRENT | {"learning_rate": 3e-3, "epochs": 1.0},
-    "eval-128-every-100": CURRENT | {"eval_blocks": 128, "eval_every": 100},
 }
 """TrainConfig overrides; {} is TrainConfig() as it is."""
 WHAT = {
@@ -63,9 +61,9 @@ WHAT = {
     "top4": "current, adapters on the top 4 layers, bottom 26 cached",
     "top8": "current, adapters on the top 8 layers, bottom 22 cached",
     "top15": "current, adapters on the top 15 layers, bottom 15 cached",
-    "lr-3e-3-1-epoch": "current, lr 3e-3 and 1 epoch",
-    "eval-128-every-100": "current, validation on 128 blocks every 100 steps",
 }
+ALL = (*RECIPES, "lr0.003-e1", "top8-mlp-lr0.003-e1", "top8-mlp-lr0.003-e2")
+"""--recipes all: the named recipes and the ideas on their own (learning rate and epochs, MLP adapters)."""
 
 
 def recipe(name: str) -> dict:
@@ -239,7 +237,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child, Path(args.home), args.minutes)))
         return
-    names = list(RECIPES) if args.recipes == "all" else args.recipes.split(",")
+    names = list(ALL) if args.recipes == "all" else args.recipes.split(",")
     for n in names:
         recipe(n)  # an unknown name stops here, before any work
     names = sorted(names, key=lambda n: n == "naive")  # naive runs as long as the default took

@@ -85,9 +85,10 @@ def test_resume_with_a_cache_reaches_the_same_weights(tiny_llama, small):
 
 def test_train_layers_is_checked(tiny_llama, small):
     home, snapshot = small
-    with pytest.raises(TrainingError, match="--train-layers 9: this model has 4 decoder layers"):
-        train(top_config(tiny_llama, name="tiny-bad", train_layers=9), snapshot, home)
     with pytest.raises(TrainingError, match="--lora-modules 'mlp': use attention or attention\\+mlp"):
         train(top_config(tiny_llama, name="tiny-bad", lora_modules="mlp"), snapshot, home)
-    with pytest.raises(TrainingError, match="--train-layers is for LoRA runs"):
-        train(top_config(tiny_llama, name="tiny-bad", full=True), snapshot, home)
+    with pytest.raises(TrainingError, match="--train-layers -1: use a number of layers, or 0 for every layer"):
+        train(top_config(tiny_llama, name="tiny-bad", train_layers=-1), snapshot, home)
+    every = train(top_config(tiny_llama, name="tiny-every", train_layers=9, max_steps=2), snapshot, home)  # more than it has: all 4
+    assert every.config.train_layers == 0
+    assert {int(n.split(".layers.")[1].split(".")[0]) for n, p in every.model.named_parameters() if "lora_" in n} == {0, 1, 2, 3}

@@ -605,7 +605,7 @@ def train(
     from_model: Annotated[str | None, typer.Option("--from", help="Continue a registered model, e.g. elon:3.")] = None,
     full: Annotated[bool, typer.Option("--full", help="Full fine-tune instead of LoRA.")] = False,
     lora_r: Annotated[int, typer.Option("--lora-r")] = TRAINING.lora_r,
-    train_layers: Annotated[int | None, typer.Option("--train-layers", help="LoRA on the top N layers (bottom cached).")] = TRAINING.train_layers,
+    train_layers: Annotated[int, typer.Option("--train-layers", help="LoRA on the top N layers, bottom cached; 0: all.")] = TRAINING.train_layers,
     lora_modules: Annotated[str, typer.Option("--lora-modules", help="attention or attention+mlp.")] = TRAINING.lora_modules,
     layers: Annotated[int, typer.Option("--layers", help="scratch / lstm: layers.")] = TRAINING.layers,
     width: Annotated[int, typer.Option("--width", help="scratch / lstm: width.")] = TRAINING.width,
@@ -1097,7 +1097,7 @@ def ab_stop(name: str) -> None:
 def bot(
     sources: Annotated[list[str], typer.Argument(help="bsky:HANDLE, mastodon:@user@instance, x:@user, a file or example:trump; "
                                                      "several make a multi-author model.")],
-    minutes: Annotated[float, typer.Option("--minutes", help="Training budget (default: enough for a good model on a 2-core laptop).")] = 4.0,
+    minutes: Annotated[float, typer.Option("--minutes", help="Training budget, a cap (the default one epoch often ends sooner).")] = 8.0,
     name: Annotated[str | None, typer.Option("--name", help="Registry name (default: from the handles).")] = None,
     base: Annotated[str | None, typer.Option("--base", help="Base model (default: the train command's).")] = None,
     base_url: Annotated[str | None, typer.Option("--base-url", help="Live sources: another AppView, instance address or X proxy.")] = None,

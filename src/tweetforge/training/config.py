@@ -9,7 +9,7 @@ from typing import Any
 from tweetforge.training.models.base import DEFAULT_BASE
 
 KINDS = ("pretrained", "scratch", "lstm")
-DEFAULT_LEARNING_RATE = {"lora": 1e-3, "full": 5e-5, "scratch": 1e-3, "lstm": 2e-3}
+DEFAULT_LEARNING_RATE = {"lora": 3e-3, "full": 5e-5, "scratch": 1e-3, "lstm": 2e-3}
 
 
 @dataclass
@@ -24,18 +24,19 @@ class TrainConfig:
     full: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
-    lora_modules: str = "attention"
+    lora_modules: str = "attention+mlp"
     """'attention' (q/k/v/o) or 'attention+mlp' (the MLP's projections too)."""
-    train_layers: int | None = None
-    """LoRA: adapters on the top N decoder layers only, the bottom frozen and (where the architecture
-    allows) its outputs computed once and cached; None: every layer."""
+    train_layers: int = 15
+    """LoRA: adapters on the top N decoder layers only (0, or a model with no more: every layer), the
+    bottom frozen and, where the architecture allows, its outputs computed once and cached. With the
+    learning rate and lora_modules, benchmarks/time_to_quality.py's best measured recipe."""
     layers: int = 4
     width: int = 256
     vocab_size: int = 8000
     block_size: int = 64
     batch_size: int = 8
     learning_rate: float | None = None
-    epochs: float = 2.0
+    epochs: float = 1.0
     max_steps: int | None = None
     max_minutes: float | None = None
     warmup_ratio: float = 0.05
@@ -82,4 +83,7 @@ class TrainConfig:
         """A saved run's config; runs saved before warmup_ratio was named so kept theirs as 'warmup'."""
         known = {f.name for f in fields(cls)}
         renamed = {"warmup_ratio": data["warmup"]} if "warmup" in data and "warmup_ratio" not in data else {}
+        # runs saved before the top-layer recipe trained every layer's attention
+        renamed |= {"train_layers": 0} if "train_layers" not in data else {}
+        renamed |= {"lora_modules": "attention"} if "lora_modules" not in data else {}
         return cls(**{k: v for k, v in {**data, **renamed}.items() if k in known})

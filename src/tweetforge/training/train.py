@@ -238,8 +238,6 @@ def prepare_model(config: TrainConfig, texts: list[str], control_tokens: list[st
     seconds["conversion"]."""
     from tweetforge.training.models.causal_lm import build_scratch, load_pretrained
 
-    if config.train_layers is not None and (config.full or config.kind != "pretrained"):
-        raise TrainingError("--train-layers is for LoRA runs on a pretrained base (adapters on the top layers only)")
     if config.from_model:
         if resolve_from is None:
             raise TrainingError("--from needs the registry")
@@ -249,7 +247,7 @@ def prepare_model(config: TrainConfig, texts: list[str], control_tokens: list[st
             model, tokenizer = load_pretrained(directory, control_tokens, lora=None)
             return model, tokenizer, f"registered model {config.from_model} ({info['kind']}, full weights)"
         model, tokenizer = _load_lora(directory, control_tokens, config)
-        return model, tokenizer, f"registered model {config.from_model} (new LoRA adapters{_on_layers(config)})"
+        return model, tokenizer, f"registered model {config.from_model} (new LoRA adapters{_on_layers(as_trained(config, model))})"
     if config.kind in ("lstm", "scratch"):
         from tweetforge.training.models.tokenizers import train_bpe_tokenizer
 
@@ -280,7 +278,7 @@ def prepare_model(config: TrainConfig, texts: list[str], control_tokens: list[st
         model, tokenizer = load_pretrained(resolved.path, control_tokens, None)
         return model, tokenizer, f"{resolved.describe()}, full fine-tune"
     model, tokenizer = _load_lora(resolved.path, control_tokens, config)
-    return model, tokenizer, f"{resolved.describe()}, LoRA r={config.lora_r}{_on_layers(config)}"
+    return model, tokenizer, f"{resolved.describe()}, LoRA r={config.lora_r}{_on_layers(as_trained(config, model))}"
 
 
 def _load_lora(directory: Path, control_tokens: list[str], config: TrainConfig):  # type: ignore[no-untyped-def]
@@ -292,6 +290,18 @@ def _load_lora(directory: Path, control_tokens: list[str], config: TrainConfig):
                                frozen_bf16=use_bf16(config.precision))
     except ValueError as exc:
         raise TrainingError(str(exc)) from None
+
+
+def as_trained(config: TrainConfig, model: Any) -> TrainConfig:
+    """The config with train_layers as it applies to this model: 0 (every layer) for a run that is not
+    LoRA, or when the model has no more layers than asked for."""
+    from dataclasses import replace
+
+    from tweetforge.training.models.causal_lm import decoder_layer_count
+
+    if config.train_layers > 0 and (not hasattr(model, "peft_config") or config.train_layers >= decoder_layer_count(model)):
+        return replace(config, train_layers=0)
+    return config
 
 
 def _on_layers(config: TrainConfig) -> str:
@@ -489,7 +499,7 @@ def cache_bottom(config: TrainConfig, model: torch.nn.Module, blocks: Blocks, bf
     from tweetforge.training.models.causal_lm import decoder_layer_count
 
     bottom = decoder_layer_count(model) - config.train_layers
-    if bottom == 0:
+    if bottom <= 0:
         return None
     return CachedBottom(model, bottom, blocks.train, epoch_order(len(blocks.train), config.seed, 0), config.batch_size,
                         torch.bfloat16 if bf16 else torch.float32)
@@ -575,6 +585,7 @@ def train(config: TrainConfig, snapshot: Snapshot, home: Path, *, run_dir: Path 
         torch.manual_seed(config.seed)
         posts = read_training_posts(snapshot)
         model, tokenizer, description = prepare_model(config, posts.texts, posts.control_tokens, home, resolve_from, seconds)
+        config = as_trained(config, model)
         seconds["load"] = time.perf_counter() - started - seconds["conversion"]
         encoding = time.perf_counter()
         blocks = prepare_blocks(config, tokenizer, posts, snapshot.name)

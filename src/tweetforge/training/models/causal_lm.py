@@ -22,8 +22,8 @@ class LoraSettings:
     r: int = 16
     alpha: int = 32
     dropout: float = 0.0
-    top_layers: int | None = None
-    """Adapters on the top N decoder layers only; None: every layer."""
+    top_layers: int = 0
+    """Adapters on the top N decoder layers only; 0: every layer."""
     modules: str = "attention"
     """'attention' (q/k/v/o) or 'attention+mlp' (and the MLP's projections)."""
 
@@ -49,11 +49,12 @@ def decoder_layer_count(model: Any) -> int:
     return int(getattr(model.config, "num_hidden_layers", None) or model.config.n_layer)
 
 
-def top_layers(model: Any, count: int) -> list[int]:
+def top_layers(model: Any, count: int) -> list[int] | None:
+    """The indices of the top `count` layers; None (every layer) when the model has no more."""
     total = decoder_layer_count(model)
-    if not 1 <= count <= total:
-        raise ValueError(f"--train-layers {count}: this model has {total} decoder layers")
-    return list(range(total - count, total))
+    if count < 0:
+        raise ValueError(f"--train-layers {count}: use a number of layers, or 0 for every layer")
+    return list(range(total - count, total)) if count < total else None
 
 
 def input_embedding_name(model: torch.nn.Module) -> str:
@@ -97,7 +98,7 @@ def load_pretrained(path: Path, control_tokens: list[str], lora: LoraSettings | 
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
-        **lora_targets(model, lora.modules, top_layers(model, lora.top_layers) if lora.top_layers else None),
+        **lora_targets(model, lora.modules, top_layers(model, lora.top_layers) if lora.top_layers != 0 else None),
         trainable_token_indices={input_embedding_name(model): new_ids} if new_ids else None,
         task_type="CAUSAL_LM",
     )
