@@ -101,7 +101,3 @@ class CachedBottom:
         if not self.validation:
             self.validation = [self._through_bottom(blocks[s : s + batch_size], bf16) for s in range(0, len(blocks), batch_size)]
         return self.validation
-
-    @property
-    def bytes(self) -> int:
-        return self.hidden.numel() * self.hidden.element_size() + sum(v.numel() * v.element_size() for v in self.validation)

@@ -297,9 +297,9 @@ def as_trained(config: TrainConfig, model: Any) -> TrainConfig:
     LoRA, or when the model has no more layers than asked for."""
     from dataclasses import replace
 
-    from tweetforge.training.models.causal_lm import decoder_layer_count
+    from tweetforge.training.models.causal_lm import top_layers
 
-    if config.train_layers > 0 and (not hasattr(model, "peft_config") or config.train_layers >= decoder_layer_count(model)):
+    if config.train_layers > 0 and (not hasattr(model, "peft_config") or top_layers(model, config.train_layers) is None):
         return replace(config, train_layers=0)
     return config
 
@@ -498,9 +498,7 @@ def cache_bottom(config: TrainConfig, model: torch.nn.Module, blocks: Blocks, bf
         return None
     from tweetforge.training.models.causal_lm import decoder_layer_count
 
-    bottom = decoder_layer_count(model) - config.train_layers
-    if bottom <= 0:
-        return None
+    bottom = decoder_layer_count(model) - config.train_layers  # as_trained left fewer than the model has
     return CachedBottom(model, bottom, blocks.train, epoch_order(len(blocks.train), config.seed, 0), config.batch_size,
                         torch.bfloat16 if bf16 else torch.float32)
 

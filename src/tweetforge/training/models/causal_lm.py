@@ -50,11 +50,11 @@ def decoder_layer_count(model: Any) -> int:
 
 
 def top_layers(model: Any, count: int) -> list[int] | None:
-    """The indices of the top `count` layers; None (every layer) when the model has no more."""
+    """The indices of the top `count` layers; None (every layer) for 0 or when the model has no more."""
     total = decoder_layer_count(model)
     if count < 0:
         raise ValueError(f"--train-layers {count}: use a number of layers, or 0 for every layer")
-    return list(range(total - count, total)) if count < total else None
+    return list(range(total - count, total)) if 0 < count < total else None
 
 
 def input_embedding_name(model: torch.nn.Module) -> str:
@@ -98,7 +98,7 @@ def load_pretrained(path: Path, control_tokens: list[str], lora: LoraSettings | 
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
-        **lora_targets(model, lora.modules, top_layers(model, lora.top_layers) if lora.top_layers != 0 else None),
+        **lora_targets(model, lora.modules, top_layers(model, lora.top_layers)),
         trainable_token_indices={input_embedding_name(model): new_ids} if new_ids else None,
         task_type="CAUSAL_LM",
     )
