@@ -138,6 +138,25 @@ def test_resume_after_a_kill_reaches_the_same_weights(tiny_gpt2, store):
     assert [h["step"] for h in resumed.state.history] == [h["step"] for h in straight.state.history]
 
 
+def test_a_time_budget_ends_the_run_annealed(tiny_gpt2, store):
+    """The budget, not the (far larger) step count, decides where the cosine ends: the last steps run at
+    the bottom of the schedule and the run stops on time with its model validated."""
+    home, _, trump, _ = store
+    config = quick(tiny_gpt2, max_steps=None, epochs=10_000.0, max_minutes=0.05, eval_every=10**6, learning_rate=1e-3,
+                   name="tiny-budget")
+    result = train(config, trump, home)
+    state = result.state
+    assert state.stopped_because == "time budget of 0.05 minutes reached"
+    assert 3.0 <= state.seconds < 6.0
+    assert state.step > 10
+    final = state.history[-1]
+    assert final["step"] == state.step and final["lr"] < 1e-3 * (config.min_lr_ratio + 0.05)
+    from tweetforge.training.train import learning_rate_at
+
+    assert learning_rate_at(500, 1000, 1.0, 0.05, 0.1, budget_used=0.0) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 450 / 950)))
+    assert learning_rate_at(500, 1000, 1.0, 0.05, 0.1, budget_used=0.5) == pytest.approx(0.55)
+
+
 def test_corrupt_checkpoint_is_named_and_refused(tiny_gpt2, store):
     home, _, trump, _ = store
     config = quick(tiny_gpt2, full=True, max_steps=12, checkpoint_every=5, name="tiny-corrupt")

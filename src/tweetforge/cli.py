@@ -611,7 +611,7 @@ def train(
     width: Annotated[int, typer.Option("--width", help="scratch / lstm: width.")] = TRAINING.width,
     epochs: Annotated[float, typer.Option("--epochs", "--num-train-epochs")] = TRAINING.epochs,
     max_steps: Annotated[int | None, typer.Option("--max-steps", "--max-train-steps")] = None,
-    max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Time budget; stops cleanly and registers.")] = None,
+    max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Training time budget; the learning rate decays to fit it.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "--per-device-train-batch-size")] = TRAINING.batch_size,
     block_size: Annotated[int, typer.Option("--block-size", help="Tokens per packed block.")] = TRAINING.block_size,
     learning_rate: Annotated[float | None, typer.Option("--learning-rate", "--lr", help="Peak learning rate (default by method).")] = None,

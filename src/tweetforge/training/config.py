@@ -39,6 +39,8 @@ class TrainConfig:
     epochs: float = 1.0
     max_steps: int | None = None
     max_minutes: float | None = None
+    """Time budget of the training loop, validation included: the cosine decay ends when the steps or the
+    budget run out, whichever is first, and the run stops there and is registered."""
     warmup_ratio: float = 0.05
     """Share of the steps over which the learning rate rises linearly to its peak."""
     min_lr_ratio: float = 0.1

@@ -146,12 +146,14 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items() if k in names}
 
 
-def learning_rate_at(step: int, total: int, peak: float, warmup_ratio: float, min_lr_ratio: float) -> float:
-    """Linear warmup to the peak, then cosine decay to min_lr_ratio x the peak."""
+def learning_rate_at(step: int, total: int, peak: float, warmup_ratio: float, min_lr_ratio: float, budget_used: float = 0.0) -> float:
+    """Linear warmup to the peak, then cosine decay to min_lr_ratio x the peak over the steps or, under a
+    time budget, over whichever runs out first: the steps or the time (budget_used, the share spent).
+    A run the budget stops then ends annealed, not at its peak rate."""
     warmup = max(1, int(total * warmup_ratio))
     if step < warmup:
         return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
+    progress = max((step - warmup) / max(1, total - warmup), budget_used)
     return peak * (min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
@@ -428,8 +430,9 @@ class Schedule:
         return cls(steps_per_epoch, min(total, config.max_steps) if config.max_steps else total,
                    config.learning_rate or DEFAULT_LEARNING_RATE[config.method])
 
-    def learning_rate(self, step: int, config: TrainConfig) -> float:
-        return learning_rate_at(step, self.total_steps, self.peak_lr, config.warmup_ratio, config.min_lr_ratio)
+    def learning_rate(self, state: RunState, config: TrainConfig) -> float:
+        budget_used = state.seconds / (config.max_minutes * 60) if config.max_minutes else 0.0
+        return learning_rate_at(state.step, self.total_steps, self.peak_lr, config.warmup_ratio, config.min_lr_ratio, budget_used)
 
 
 @dataclass
@@ -518,7 +521,7 @@ def train_loop(config: TrainConfig, *, model: torch.nn.Module, optimizer: torch.
         indices = order[offset * config.batch_size : (offset + 1) * config.batch_size]
         batch = blocks.train[indices]
         for group in optimizer.param_groups:
-            group["lr"] = schedule.learning_rate(state.step, config)
+            group["lr"] = schedule.learning_rate(state, config)
         if cache is not None:
             loss = next_token_loss(cache.logits(cache.train_hidden(indices, bf16), bf16), batch)
         else:  # an epoch's last short batch runs eager rather than triggering a recompile for its shape
@@ -541,8 +544,8 @@ def train_loop(config: TrainConfig, *, model: torch.nn.Module, optimizer: torch.
             val_loss = evaluate_loss(model, blocks.validation, config.batch_size, bf16, cache)
             state.evaluation_seconds += time.perf_counter() - evaluating
             metrics.update({"eval/loss": val_loss, "eval/perplexity": math.exp(min(val_loss, 50))})
-            state.history.append({"step": state.step, "train_loss": loss.item(), "val_loss": val_loss, "seconds": state.seconds,
-                                  "wall": time.perf_counter() - run.started})
+            state.history.append({"step": state.step, "train_loss": loss.item(), "val_loss": val_loss, "lr": metrics["train/lr"],
+                                  "seconds": state.seconds, "wall": time.perf_counter() - run.started})
             if val_loss < state.best_val_loss - 1e-4:
                 state.best_val_loss, state.best_step, state.evals_without_improvement = val_loss, state.step, 0
                 run.best = trainable_state(model)
