@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, Row, delete, func, insert, select, up
 from tweetforge.db.schema import model_aliases, model_versions
 from tweetforge.errors import TweetforgeError
 from tweetforge.files import write_text_atomically
+from tweetforge.registry.adapters import ADAPTER_DIR, save_adapter
 
 if TYPE_CHECKING:
     from tweetforge.data.snapshots import Snapshot
@@ -143,9 +144,22 @@ def generation_defaults(tokenizer: Any, max_post_tokens: int) -> dict[str, Any]:
     }
 
 
+def is_peft(model: Any) -> bool:
+    return hasattr(model, "peft_config")
+
+
+def parent_adapter(engine: Engine, from_model: str | None) -> tuple[Path, dict[str, Any]] | None:
+    """The version a run continued, when it has an adapter: the new adapter is stored on top of it."""
+    if not from_model:
+        return None
+    parent = resolve(engine, from_model)
+    return (parent.path, parent.params["adapter"]) if parent.params.get("adapter") else None
+
+
 def register(engine: Engine, models_dir: Path, result: TrainResult, snapshot: Snapshot) -> ModelVersion:
     """Export a finished run as the next version of its name: merged weights (safetensors), tokenizer,
-    generation config, metadata and a model card, written beside and renamed into place once the row is in."""
+    generation config, metadata and a model card, written beside and renamed into place once the row is in.
+    A LoRA run also keeps its unmerged adapter (registry/adapters.py) for serving on a shared base."""
     from transformers import GenerationConfig
 
     from tweetforge.registry.card import model_card
@@ -154,44 +168,45 @@ def register(engine: Engine, models_dir: Path, result: TrainResult, snapshot: Sn
 
     config = result.config
     name = config.model_name
-    model = unwrap_for_export(result.model)
-    tokenizer = result.tokenizer
-    defaults = generation_defaults(tokenizer, result.max_post_tokens)
-    model.generation_config = GenerationConfig(**defaults)
-    model.config.eos_token_id = tokenizer.eos_token_id
-    model.config.pad_token_id = defaults["pad_token_id"]
-    state = result.state
-    best_val = state.best_val_loss if state.history else None
-    metrics = {
-        "val_loss": best_val,
-        "val_perplexity": (2.718281828459045 ** best_val) if best_val is not None else None,
-        "best_step": state.best_step,
-        "steps": state.step,
-        "train_tokens": state.tokens,
-        "train_seconds": round(state.seconds, 1),
-        "tokens_per_second": round(state.tokens / state.seconds, 1) if state.seconds else None,
-        "stopped_because": state.stopped_because,
-    }
-    from tweetforge.training.train import DEFAULT_LEARNING_RATE
-
-    params = {
-        "method": config.method, "block_size": config.block_size, "batch_size": config.batch_size, "epochs": config.epochs,
-        "max_steps": config.max_steps, "learning_rate": config.learning_rate or DEFAULT_LEARNING_RATE[config.method],
-        "lora_r": config.lora_r if config.method == "lora" else None,
-        "lora_alpha": config.lora_alpha if config.method == "lora" else None,
-        "train_layers": config.train_layers if config.method == "lora" else None,
-        "lora_modules": config.lora_modules if config.method == "lora" else None, "seed": config.seed,
-        "precision": "bf16 autocast" if result.bf16 else "fp32",
-        "layers": config.layers if config.kind != "pretrained" else None, "width": config.width if config.kind != "pretrained" else None,
-        "authors": result.authors, "multi_author": result.multi_author, "from_model": config.from_model,
-        "untuned_base": config.base if config.kind == "pretrained" and not config.from_model else None,
-        "parameters": sum(p.numel() for p in model.parameters()),
-    }
-    kind = "lstm" if config.kind == "lstm" else ("scratch" if config.kind == "scratch" else "causal-lm")
     models_dir.mkdir(parents=True, exist_ok=True)
     staging = models_dir / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
+        adapter = save_adapter(result.model, staging / ADAPTER_DIR, parent_adapter(engine, config.from_model)) if is_peft(result.model) else None
+        model = unwrap_for_export(result.model)
+        tokenizer = result.tokenizer
+        defaults = generation_defaults(tokenizer, result.max_post_tokens)
+        model.generation_config = GenerationConfig(**defaults)
+        model.config.eos_token_id = tokenizer.eos_token_id
+        model.config.pad_token_id = defaults["pad_token_id"]
+        state = result.state
+        best_val = state.best_val_loss if state.history else None
+        metrics = {
+            "val_loss": best_val,
+            "val_perplexity": (2.718281828459045 ** best_val) if best_val is not None else None,
+            "best_step": state.best_step,
+            "steps": state.step,
+            "train_tokens": state.tokens,
+            "train_seconds": round(state.seconds, 1),
+            "tokens_per_second": round(state.tokens / state.seconds, 1) if state.seconds else None,
+            "stopped_because": state.stopped_because,
+        }
+        from tweetforge.training.train import DEFAULT_LEARNING_RATE
+
+        params = {
+            "method": config.method, "block_size": config.block_size, "batch_size": config.batch_size, "epochs": config.epochs,
+            "max_steps": config.max_steps, "learning_rate": config.learning_rate or DEFAULT_LEARNING_RATE[config.method],
+            "lora_r": config.lora_r if config.method == "lora" else None,
+            "lora_alpha": config.lora_alpha if config.method == "lora" else None,
+            "train_layers": config.train_layers if config.method == "lora" else None,
+            "lora_modules": config.lora_modules if config.method == "lora" else None, "seed": config.seed,
+            "precision": "bf16 autocast" if result.bf16 else "fp32",
+            "layers": config.layers if config.kind != "pretrained" else None, "width": config.width if config.kind != "pretrained" else None,
+            "authors": result.authors, "multi_author": result.multi_author, "from_model": config.from_model,
+            "untuned_base": config.base if config.kind == "pretrained" and not config.from_model else None,
+            "parameters": sum(p.numel() for p in model.parameters()), "adapter": adapter,
+        }
+        kind = "lstm" if config.kind == "lstm" else ("scratch" if config.kind == "scratch" else "causal-lm")
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         build_copy_index(snapshot, staging)
