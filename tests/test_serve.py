@@ -101,7 +101,7 @@ def test_readiness_names_the_model_that_failed_and_the_rest_serve(served):
     body = ready.json()
     assert body["loaded"] == ["tiny-serve:1", "tiny-serve:2"] and "no model named 'no-such-model'" in body["failed"]["no-such-model"]
     assert client.get("/healthz").json() == {"status": "ok"}
-    models = {m["ref"]: m for m in client.get("/v1/models").json()}
+    models = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
     assert models["tiny-serve:1"]["loaded"] and models["tiny-serve:1"]["authors"] == ["realDonaldTrump"]
 
 
@@ -376,5 +376,5 @@ def test_a_new_champion_is_swapped_in_under_load_without_a_failed_request(served
     assert all(status == 200 for status, _ in answers), [a for a in answers if a[0] != 200][:3]
     versions = [v for _, v in answers]
     assert versions[0] == 1 and set(versions[-4:]) == {2}
-    shown = {m["ref"]: m for m in client.get("/v1/models").json() if m["name"] == "tiny-serve"}
+    shown = {m["id"]: m for m in client.get("/v1/models").json()["data"] if m["name"] == "tiny-serve"}
     assert "champion" in shown["tiny-serve:2"]["aliases"] and shown["tiny-serve:2"]["loaded"] and not shown["tiny-serve:1"]["loaded"]

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import csv
 import os
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from conftest import quick, shared
+from conftest import LiveServer, quick, shared
 from tweetforge.data.ingest import ingest
 from tweetforge.data.snapshots import SnapshotRequest, create_snapshot
 from tweetforge.data.sources import ReadOptions, open_source
@@ -36,36 +33,6 @@ XSS_PROMPT = "<img src=y onerror=\"window.__xss = 3\"> The"
 if not Path(CHROMIUM).exists():
     pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium; .ci/run and `make test` do)",
                 pytrace=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LiveServer:
-    """uvicorn serving an app on a free loopback port, in a thread of the test process."""
-
-    def __init__(self, app):  # type: ignore[no-untyped-def]
-        import uvicorn
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            assert time.monotonic() < deadline, "the server did not start within 60 s"
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *_) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
 
 
 def app_for(home: Path, engine, models: list[str], admin_token: str | None):  # type: ignore[no-untyped-def]

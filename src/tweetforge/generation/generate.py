@@ -39,8 +39,12 @@ class Sampling:
     repetition_penalty: float = 1.0
     one_line: bool = False
     max_chars: int = MAX_POST_CHARS
+    max_tokens: int | None = None
+    """New tokens at most (OpenAI's max_tokens); None: the model's own limit for a post."""
 
     def __post_init__(self) -> None:
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise GenerationError(f"max tokens {self.max_tokens} must be 1 or more")
         if not 0 < self.temperature <= 5:
             raise GenerationError(f"temperature {self.temperature} must be in (0, 5]")
         if not 0 < self.top_p <= 1:
@@ -60,6 +64,8 @@ class Sample:
     """True when the model ended the post itself (end-of-post token) before any limit."""
     filtered_copies: int = 0
     """Earlier draws for this post that copied a training post and were thrown away."""
+    new_tokens: int = 0
+    """Tokens the model wrote for it, the end-of-post token included."""
 
 
 @dataclass
@@ -202,8 +208,9 @@ def stop_tokens(tokenizer: Any, sampling: Sampling) -> list[int]:
     return stop
 
 
-def new_token_budget(model: Any, prompt_tokens: int, max_new_tokens: int) -> int:
-    """max_new_tokens, less whatever would run past the model's context."""
+def new_token_budget(model: Any, prompt_tokens: int, max_new_tokens: int, sampling: Sampling) -> int:
+    """max_new_tokens (or the request's max_tokens, when fewer), less whatever would run past the model's context."""
+    max_new_tokens = min(max_new_tokens, sampling.max_tokens or max_new_tokens)
     context = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
     if not context:
         return max_new_tokens
@@ -216,14 +223,16 @@ def finish_sample(tokenizer: Any, prompt: str, new: list[int], stop: list[int], 
     """The post a sampled continuation makes: cut at the first stop token, decoded after the prompt,
     stripped and held to max_chars; `ended` only when the model ended it within the limit."""
     ended = any(t in stop for t in new)
+    written = len(new)
     if ended:
-        new = new[: min(new.index(t) for t in stop if t in new)]
+        written = min(new.index(t) for t in stop if t in new) + 1
+        new = new[: written - 1]
     text = prompt + tokenizer.decode(new, skip_special_tokens=True)
     if sampling.one_line:
         text = text.split("\n", 1)[0]
     text = text.strip()
     limited = cut_to_limit(text, sampling.max_chars)
-    return Sample(limited, ended and limited == text)
+    return Sample(limited, ended and limited == text, new_tokens=written)
 
 
 def sample_jobs(model: Any, tokenizer: Any, jobs: list[Job], sampling: Sampling, seed: int, max_new_tokens: int,
@@ -247,7 +256,7 @@ def sample_jobs(model: Any, tokenizer: Any, jobs: list[Job], sampling: Sampling,
     input_ids, attention_mask = left_padded([ids for ids, job in zip(encoded, jobs) for _ in range(job.n)], pad)
     width = input_ids.shape[1]
     stop = stop_tokens(tokenizer, sampling)
-    max_new_tokens = new_token_budget(model, width, max_new_tokens)
+    max_new_tokens = new_token_budget(model, width, max_new_tokens, sampling)
     torch.manual_seed(seed)
     with torch.no_grad():
         output = model.generate(

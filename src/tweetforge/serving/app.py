@@ -15,7 +15,7 @@ from tweetforge.serving.graphql import graphql_router
 from tweetforge.serving.metrics import Metrics
 from tweetforge.serving.protocol import ErrorBody, ErrorResponse
 from tweetforge.serving.rate_limit import RateLimiter
-from tweetforge.serving.routes import admin, feedback, generation, models, operations
+from tweetforge.serving.routes import admin, completions, feedback, generation, models, operations
 from tweetforge.serving.service import Service, ServiceError
 
 MAX_BODY_BYTES = 64 * 1024
@@ -66,7 +66,7 @@ def create_app(service: Service, *, admin_token: str | None = None, cors_origins
     app.middleware("http")(limit_and_measure)
     app.add_exception_handler(ServiceError, service_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
-    for area in (generation, feedback, models, admin, operations):
+    for area in (generation, completions, feedback, models, admin, operations):
         app.include_router(area.router)
     app.include_router(graphql_router(), prefix="/graphql", tags=["graphql"])
     return app

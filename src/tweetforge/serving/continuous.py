@@ -188,7 +188,7 @@ class ContinuousBatcher(Batcher):
         for request in requests:
             try:
                 ids = encode_job(self.tokenizer, request.job)
-                budget = new_token_budget(self.model, len(ids), self.max_new_tokens)
+                budget = new_token_budget(self.model, len(ids), self.max_new_tokens, request.sampling)
             except GenerationError as exc:
                 request.fail(exc)
                 continue

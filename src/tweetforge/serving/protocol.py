@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from tweetforge.data.post import MAX_POST_CHARS
 from tweetforge.generation.generate import Sample, Sampling
@@ -87,14 +87,119 @@ class FeedbackResponse(BaseModel):
 
 
 class ModelInfo(BaseModel):
-    ref: str
+    """OpenAI's model object (id, object, created, owned_by) with tweetforge's fields. `id` is what a request
+    names: a version (NAME:VERSION), a persona (NAME: its champion) or a running experiment."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "tweetforge"
+    ref: str = Field(description="The version this id reaches now (for an experiment: its first variant's).")
     name: str
     version: int
-    kind: str
+    kind: str = Field(description="causal-lm, scratch, lstm; 'experiment' for an experiment's entry.")
     aliases: list[str]
     authors: list[str]
     loaded: bool
+    adapter: bool = Field(description="Served as a LoRA adapter on a shared base.")
     metrics: dict[str, Any]
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelInfo]
+
+
+class CompletionRequest(BaseModel):
+    """OpenAI's /v1/completions body. Parameters tweetforge cannot honour are refused by name, not ignored."""
+
+    model: str = Field(min_length=1, max_length=200, description="A persona (NAME), NAME:VERSION, NAME:ALIAS or an experiment.")
+    prompt: str | list[str] = Field("", description="How each post starts; a list asks for n completions of each.")
+    max_tokens: int | None = Field(16, ge=1, le=1024, description="New tokens at most (OpenAI's default 16); null: up to the end of the post.")
+    temperature: float = Field(1.0, gt=0, le=5, description="OpenAI allows 0 (greedy); tweetforge samples, so it must be above 0.")
+    top_p: float = Field(1.0, gt=0, le=1)
+    n: int = Field(1, ge=1, le=10)
+    stop: str | list[str] | None = Field(None, description="Up to 4 sequences; the text ends before the first one.")
+    stream: bool = False
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    user: str | None = Field(None, min_length=1, max_length=100, description="Sticky experiment assignment and the rate limit's client.")
+    echo: bool = False
+    logprobs: int | None = None
+    best_of: int | None = None
+    suffix: str | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[str, float] | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_sizes(cls, prompt: str | list[str]) -> str | list[str]:
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if not 1 <= len(prompts) <= 16 or any(len(p) > MAX_POST_CHARS for p in prompts):
+            raise ValueError(f"1 to 16 prompts of at most {MAX_POST_CHARS} characters each")
+        return prompt
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_sequences(cls, stop: str | list[str] | None) -> str | list[str] | None:
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        if len(stops) > 4 or any(not s for s in stops):
+            raise ValueError("at most 4 non-empty sequences")
+        return stop
+
+    @model_validator(mode="after")
+    def _supported(self) -> CompletionRequest:
+        asked = {"echo": self.echo, "logprobs": self.logprobs is not None, "best_of": self.best_of not in (None, 1), "suffix": bool(self.suffix),
+                 "presence_penalty": self.presence_penalty != 0,
+                 "frequency_penalty": self.frequency_penalty != 0, "logit_bias": bool(self.logit_bias)}
+        if unsupported := [name for name, set_ in asked.items() if set_]:
+            raise ValueError(f"not supported by tweetforge: {', '.join(unsupported)}")
+        return self
+
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else self.prompt
+
+    def stops(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+
+class CompletionChoice(BaseModel):
+    text: str = Field(description="The continuation after the prompt; prompt + text is the post.")
+    index: int
+    logprobs: None = None
+    finish_reason: Literal["stop", "length"] | None
+    generated: Literal[True] = True
+
+
+class CompletionUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class Provenance(BaseModel):
+    """What tweetforge adds to an OpenAI response: the text is machine-generated, and where it came from."""
+
+    generated: Literal[True] = True
+    generation_id: str = Field(description="For feedback (POST /v1/feedback): the first prompt's generation.")
+    generation_ids: list[str] = Field(description="One generation per prompt, in order.")
+    ref: str
+    experiment: str | None
+    variant: str | None
+    user_id: str
+    filtered_copies: int
+    dropped: int
+
+
+class CompletionResponse(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    system_fingerprint: str = Field(description="tweetforge-generated-<ref>: the text is machine-generated.")
+    choices: list[CompletionChoice]
+    usage: CompletionUsage | None
+    tweetforge: Provenance
 
 
 class ExperimentCreate(BaseModel):

@@ -20,6 +20,7 @@ from tweetforge.generation.generate import (
     Sample,
     Sampling,
     draw_without_copies,
+    encode_job,
     post_prefix,
 )
 from tweetforge.registry.copy_index import CopyIndex
@@ -74,6 +75,7 @@ class Drawn:
     filtered: int
     dropped: int
     author: str | None
+    prompt_tokens: int = 0
 
 
 @dataclass
@@ -87,6 +89,8 @@ class Served:
     posts: list[Sample]
     filtered_copies: int
     dropped: int
+    prompt_tokens: int = 0
+    """The tokens each post's prompt is (the post separator and author token included)."""
 
 
 @dataclass
@@ -303,7 +307,7 @@ class Service:
             raise ServiceError(422, "bad_request", str(exc)) from None
         except ClientGone as exc:
             raise ServiceError(499, "client_closed_request", str(exc)) from None
-        return Drawn(samples, filtered, dropped, author)
+        return Drawn(samples, filtered, dropped, author, len(encode_job(loaded.tokenizer, Job(tuple(prefix), prompt, 1))))
 
     def generate(self, model: str, prompt: str = "", n: int = 1, *, author: str | None = None, sampling: Sampling | None = None,
                  seed: int | None = None, user_id: str | None = None, cancelled: threading.Event | None = None) -> Served:
@@ -324,7 +328,7 @@ class Service:
         generation_id = log_generation(self.engine, version.name, version.version, prompt=prompt, params=params, posts=posts,
                                        user_id=route.user_id, experiment=route.experiment, variant=route.variant, pair_id=pair_id)
         return Served(generation_id, version, route.experiment, route.variant, route.user_id, drawn.author, drawn.samples,
-                      drawn.filtered, drawn.dropped)
+                      drawn.filtered, drawn.dropped, drawn.prompt_tokens)
 
     def stream(self, model: str, prompt: str = "", n: int = 1, *, author: str | None = None, sampling: Sampling | None = None,
                seed: int | None = None, user_id: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -377,10 +381,12 @@ class Service:
                     dropped += 1
         finally:
             gone.set()  # a stream closed early leaves the batch; after the last post this changes nothing
-        served = self._log(route, Drawn(kept, filtered, dropped, author), prompt=prompt, n=n, sampling=sampling, seed=seed)
+        prompt_tokens = len(encode_job(loaded.tokenizer, Job(tuple(prefix), prompt, 1)))
+        served = self._log(route, Drawn(kept, filtered, dropped, author, prompt_tokens), prompt=prompt, n=n, sampling=sampling, seed=seed)
         yield "done", {"generation_id": served.generation_id, "model": version.name, "version": version.version, "experiment": experiment,
-                       "variant": variant, "user_id": user_id, "filtered_copies": filtered, "dropped": dropped,
-                       "posts": [{"text": s.text, "generated": True, "ended": s.ended, "filtered_copies": s.filtered_copies} for s in kept]}
+                       "variant": variant, "user_id": user_id, "filtered_copies": filtered, "dropped": dropped, "prompt_tokens": prompt_tokens,
+                       "posts": [{"text": s.text, "generated": True, "ended": s.ended, "filtered_copies": s.filtered_copies,
+                                  "new_tokens": s.new_tokens} for s in kept]}
 
     def arena(self, experiment_name: str, prompt: str = "", *, author: str | None = None, sampling: Sampling | None = None,
               user_id: str | None = None) -> tuple[str, str, list[Served]]:
