@@ -9,13 +9,17 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tweetforge.generation.generate import Job, Sample, Sampling, sample_jobs
+
+if TYPE_CHECKING:
+    from tweetforge.serving.lora_bank import LoraBank
 
 
 class Overloaded(Exception):
@@ -37,6 +41,8 @@ class Request:
     """A transformers streamer (put(token ids) / end()) that receives the post's tokens as they are made (n = 1)."""
     future: Future = field(default_factory=Future)
     enqueued: float = field(default_factory=time.perf_counter)
+    adapter: int = 0
+    """The slot of the adapter its rows run with, on a shared base (serving/lora_bank.py); 0: the model itself."""
 
     def fail(self, exc: Exception) -> None:
         """Answer with the failure; a stream is ended first, so that its reader stops waiting for tokens."""
@@ -55,8 +61,8 @@ class BatchStats:
 
 class Batcher:
     def __init__(self, model: Any, tokenizer: Any, *, max_new_tokens: int, max_batch: int = 16, max_wait_ms: float = 10.0,
-                 queue_size: int = 64, observe: Callable[[int, float, int], None] | None = None):
-        self.model, self.tokenizer, self.max_new_tokens = model, tokenizer, max_new_tokens
+                 queue_size: int = 64, observe: Callable[[int, float, int], None] | None = None, bank: LoraBank | None = None):
+        self.model, self.tokenizer, self.max_new_tokens, self.bank = model, tokenizer, max_new_tokens, bank
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000
         self.queue: queue.Queue[Request] = queue.Queue(maxsize=queue_size)
         self.observe = observe
@@ -68,8 +74,8 @@ class Batcher:
         self._thread.start()
 
     def submit(self, job: Job, sampling: Sampling, seed: int | None = None, cancelled: threading.Event | None = None,
-               streamer: Any = None) -> Future:
-        request = Request(job, sampling, seed, cancelled, streamer)
+               streamer: Any = None, adapter: int = 0) -> Future:
+        request = Request(job, sampling, seed, cancelled, streamer, adapter=adapter)
         try:
             self.queue.put_nowait(request)
         except queue.Full:
@@ -129,8 +135,9 @@ class Batcher:
         seed = batch[0].seed if batch[0].seed is not None else random.getrandbits(31)
         started = time.perf_counter()
         try:
-            results = sample_jobs(self.model, self.tokenizer, [r.job for r in batch], batch[0].sampling, seed, self.max_new_tokens,
-                                  batch[0].streamer)
+            with self.adapters([r.adapter for r in batch for _ in range(r.job.n)]):
+                results = sample_jobs(self.model, self.tokenizer, [r.job for r in batch], batch[0].sampling, seed, self.max_new_tokens,
+                                      batch[0].streamer)
         except Exception as exc:  # noqa: BLE001 - every waiting request gets the failure
             for r in batch:
                 r.fail(exc)
@@ -140,18 +147,32 @@ class Batcher:
         for r, samples in zip(batch, results):
             r.future.set_result(samples)
 
+    @contextmanager
+    def adapters(self, slots: list[int]) -> Iterator[None]:
+        """Around a forward pass: each row's adapter selected in the bank, which stays unchanged meanwhile."""
+        if self.bank is None:
+            yield
+            return
+        with self.bank.lock:
+            self.bank.use(slots)
+            yield
+
     def _observe(self, posts: int, seconds: float, tokens: int) -> None:
         self.stats = BatchStats(self.stats.batches + 1, self.stats.posts + posts, posts, tokens / seconds if seconds else 0.0)
         if self.observe:
             self.observe(posts, seconds, tokens)
 
     def draw(self, job: Job, sampling: Sampling, seed: int | None, cancelled: threading.Event | None = None) -> list[Sample]:
-        """Submit and wait (for callers on a worker thread). When `cancelled` is set while the request still
-        waits in the queue, it is withdrawn and never sampled."""
-        future = self.submit(job, sampling, seed, cancelled)
-        while True:
-            try:
-                return future.result(timeout=0.05)
-            except FutureTimeout:
-                if cancelled is not None and cancelled.is_set() and future.cancel():
-                    raise ClientGone("the client disconnected before its batch started") from None
+        """Submit and wait (for callers on a worker thread)."""
+        return wait_for(self.submit(job, sampling, seed, cancelled), cancelled)
+
+
+def wait_for(future: Future, cancelled: threading.Event | None) -> list[Sample]:
+    """A submitted request's samples. When `cancelled` is set while the request still waits in the queue,
+    it is withdrawn and never sampled."""
+    while True:
+        try:
+            return future.result(timeout=0.05)
+        except FutureTimeout:
+            if cancelled is not None and cancelled.is_set() and future.cancel():
+                raise ClientGone("the client disconnected before its batch started") from None

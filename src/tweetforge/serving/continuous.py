@@ -208,8 +208,9 @@ class ContinuousBatcher(Batcher):
         input_ids, mask = left_padded([r.prompt_ids for r in rows], pad_token(self.tokenizer))
         width = input_ids.shape[1]
         started = time.perf_counter()
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                         past_key_values=DynamicCache(config=self.model.config), use_cache=True, logits_to_keep=1)
+        with self.adapters([r.request.adapter for r in rows]):
+            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                             past_key_values=DynamicCache(config=self.model.config), use_cache=True, logits_to_keep=1)
         self._sample(rows, out.logits[:, -1, :], time.perf_counter() - started)
         cache = out.past_key_values
         if self.cache is None:
@@ -242,8 +243,9 @@ class ContinuousBatcher(Batcher):
         self.mask = torch.cat([self.mask, fed], dim=1)
         self.rows = self.rows + joining
         started = time.perf_counter()
-        out = self.model(input_ids=input_ids, attention_mask=self.mask, position_ids=(self.mask.cumsum(-1) - 1)[:, -width:].clamp(min=0),
-                         past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        with self.adapters([r.request.adapter for r in self.rows]):
+            out = self.model(input_ids=input_ids, attention_mask=self.mask, position_ids=(self.mask.cumsum(-1) - 1)[:, -width:].clamp(min=0),
+                             past_key_values=self.cache, use_cache=True, logits_to_keep=1)
         self._sample(self.rows, out.logits[:, -1, :], time.perf_counter() - started)
 
     def _sample(self, rows: list[Row], logits: torch.Tensor, forward_seconds: float) -> None:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
@@ -28,6 +29,7 @@ from tweetforge.registry.versions import ModelVersion
 
 if TYPE_CHECKING:
     from tweetforge.serving.batching import Batcher
+    from tweetforge.serving.lora_bank import AdapterView, LoraBank
 
 STREAM_TIMEOUT_S = 600.0
 """A streamed post waits at most this long for its next token (the batcher ends every stream it takes)."""
@@ -54,6 +56,20 @@ class LoadedModel:
     tokenizer: Any
     info: dict[str, Any]
     copy_index: CopyIndex
+    batcher: Batcher | AdapterView
+    shared_base: str | None = None
+    """The base directory it shares with other adapters (served as a slot in that base's bank), or None: its own merged model."""
+
+
+@dataclass
+class SharedBase:
+    """One base model in memory, the bank of adapters on it and the one batcher all of them decode in."""
+
+    path: str
+    sha256: str
+    model: Any
+    tokenizer: Any
+    bank: LoraBank
     batcher: Batcher
 
 
@@ -101,6 +117,10 @@ class ServiceSettings:
     max_wait_ms: float = 10.0
     queue_size: int = 64
     copy_filter: bool = True
+    shared_base: bool = True
+    """LoRA versions as adapters on one shared base (False: each its own merged model, as exported)."""
+    max_adapters: int = 64
+    """Adapters held in memory at most; the least recently used leaves first (it reloads from disk when asked for)."""
 
 
 class Service:
@@ -116,31 +136,107 @@ class Service:
         """Loads under way: a request and the registry watcher wanting one version share one load."""
         self._decided_at: dict[str, float] = {}
         self._watching: threading.Event | None = None
+        self._bases: dict[str, SharedBase] = {}
+        self._base_lock = threading.Lock()
+        self._used: dict[str, float] = {}
 
     # ------------------------------------------------------------ models
 
     def _wanted(self) -> list[str]:
+        """Refs to load: the settings' (NAME:* is every version of NAME), else every name's champion."""
         from tweetforge.registry.versions import list_versions
 
-        if self.settings.models:
-            return list(self.settings.models)
-        return sorted({v.name for v in list_versions(self.engine)})
+        if not self.settings.models:
+            return sorted({v.name for v in list_versions(self.engine)})
+        wanted: list[str] = []
+        for ref in self.settings.models:
+            if ref.endswith(":*"):
+                wanted += [v.ref for v in list_versions(self.engine, ref[:-2])] or [ref[:-2]]  # none: resolving names the error
+            else:
+                wanted.append(ref)
+        return list(dict.fromkeys(wanted))
 
     def _load(self, version: ModelVersion) -> LoadedModel:
         from tweetforge.generation.generate import load_copy_index, load_model
+        from tweetforge.registry.adapters import AdapterError
         from tweetforge.registry.versions import ensure_copy_index
         from tweetforge.serving.batching import Batcher
         from tweetforge.serving.continuous import ContinuousBatcher
 
-        model, tokenizer, info = load_model(str(version.path))
         ensure_copy_index(self.engine, version)
         index = load_copy_index(str(version.path))
+        adapter = version.params.get("adapter")
+        if self.as_adapter(version):
+            try:
+                return self._load_adapter(version, adapter, index)
+            except AdapterError:
+                pass  # its base is gone or changed: the merged export serves it alone
+        model, tokenizer, info = load_model(str(version.path))
         recurrent = getattr(model.config, "model_type", "") == "tweetforge-lstm"  # its state is not a key/value cache
         max_new_tokens = info.get("generation", {}).get("max_new_tokens", 96)
         batcher = (Batcher if recurrent else ContinuousBatcher)(model, tokenizer, max_new_tokens=max_new_tokens, max_batch=self.settings.max_batch,
                                                                 max_wait_ms=self.settings.max_wait_ms, queue_size=self.settings.queue_size,
                                                                 observe=self._observe_batch)
         return LoadedModel(version, model, tokenizer, info, index, batcher)
+
+    def as_adapter(self, version: ModelVersion) -> bool:
+        """Whether a version is served as an adapter on a shared base: a LoRA version whose adapter adds no
+        tokens to the base's vocabulary (multi-author control tokens need their own embeddings)."""
+        adapter = version.params.get("adapter")
+        return bool(self.settings.shared_base and adapter and not adapter.get("control_tokens"))
+
+    SHARED_MAX_NEW_TOKENS = 1024
+    """A shared batcher's own limit; each adapter's view holds its rows to that version's limit."""
+
+    def _shared_base(self, path: str) -> SharedBase:
+        """The base at path, loaded once for every adapter on it."""
+        from tweetforge.generation.generate import decode_layout
+        from tweetforge.registry.adapters import AdapterError, weights_hash
+        from tweetforge.serving.continuous import ContinuousBatcher
+        from tweetforge.serving.lora_bank import LoraBank
+        from tweetforge.training.models.causal_lm import load_pretrained
+
+        with self._base_lock:
+            shared = self._bases.get(path)
+            if shared is not None:
+                return shared
+            if not (Path(path) / "config.json").exists():
+                raise AdapterError(f"the adapters' base {path} is gone")
+            model, tokenizer = load_pretrained(Path(path), [], lora=None)
+            model.eval()
+            decode_layout(model)
+            bank = LoraBank(model)
+            batcher = ContinuousBatcher(model, tokenizer, max_new_tokens=self.SHARED_MAX_NEW_TOKENS, max_batch=self.settings.max_batch,
+                                        max_wait_ms=self.settings.max_wait_ms, queue_size=self.settings.queue_size, observe=self._observe_batch,
+                                        bank=bank)
+            shared = self._bases[path] = SharedBase(path, weights_hash(Path(path)), model, tokenizer, bank, batcher)
+            return shared
+
+    def _load_adapter(self, version: ModelVersion, adapter: dict[str, Any], index: CopyIndex) -> LoadedModel:
+        """An adapter version as a slot in its base's bank; past max_adapters the least recently used leaves."""
+        import json
+
+        from tweetforge.registry.adapters import AdapterError
+        from tweetforge.serving.lora_bank import AdapterView
+
+        shared = self._shared_base(adapter["base_path"])
+        if shared.sha256 != adapter["base_sha256"]:
+            raise AdapterError(f"{version.ref}: the base at {shared.path} has changed since the adapter was trained")
+        info = json.loads((version.path / "tweetforge.json").read_text())
+        self._make_room_for_an_adapter()
+        slot = shared.bank.add(version.path / adapter["dir"])
+        view = AdapterView(shared.batcher, shared.bank, slot, info.get("generation", {}).get("max_new_tokens", 96))
+        return LoadedModel(version, shared.model, shared.tokenizer, info, index, view, shared_base=shared.path)
+
+    def _make_room_for_an_adapter(self) -> None:
+        """Below max_adapters: the least recently used adapters leave the pool (requests already routed to
+        one finish on it during the retirement grace; a later request loads it again from disk)."""
+        with self._lock:
+            adapters = sorted((ref for ref, m in self._pool.items() if m.shared_base), key=lambda ref: self._used.get(ref, 0.0))
+            leaving = {ref: self._pool[ref] for ref in adapters[: max(0, len(adapters) - self.settings.max_adapters + 1)]}
+            self._pool = {ref: m for ref, m in self._pool.items() if ref not in leaving}
+        for ref, loaded in leaving.items():
+            self._retire(ref, loaded)
 
     def _observe_batch(self, posts: int, seconds: float, tokens: int) -> None:
         for observe in self.batch_observers:
@@ -156,6 +252,8 @@ class Service:
         for ref in self._wanted():
             try:
                 version = resolve(self.engine, ref)
+                if self.as_adapter(version) and sum(1 for m in pool.values() if m.shared_base) >= self.settings.max_adapters:
+                    continue  # past the cap: loaded on its first request, in place of the least recently used
                 pool[version.ref] = self._obtain(version)
             except Exception as exc:  # noqa: BLE001 - any failure to load is reported, not fatal
                 failures[ref] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
@@ -207,6 +305,7 @@ class Service:
         return future.result()
 
     def _model(self, version: ModelVersion) -> LoadedModel:
+        self._used[version.ref] = time.monotonic()
         loaded = self._pool.get(version.ref) or self._retiring.get(version.ref)
         if loaded is not None:
             return loaded
