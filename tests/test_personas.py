@@ -4,13 +4,14 @@ and evicted while serving."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
 import pytest
 import torch
 
-from conftest import quick
+from conftest import quick, run_cli
 from tweetforge.generation.generate import Sampling, load_model
 from tweetforge.registry.versions import register
 from tweetforge.serving.service import Service, ServiceSettings
@@ -131,3 +132,29 @@ def test_adapters_load_and_leave_while_serving(personas):
     for s in (service, alone):
         for m in s.loaded():
             m.batcher.stop()
+
+
+def test_export_for_vllm_hands_over_the_adapters_it_can(personas, store, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    engine, made = personas
+    home = store[0]
+    out = tmp_path / "vllm"
+    done = run_cli(home, "export", "alice:*", "bob", "duo", "--for", "vllm", str(out))
+    assert "vllm serve" in done.stdout and "--enable-lora" in done.stdout and f"bob={out / 'adapters' / 'bob'}" in done.stdout
+    assert f"alice:2={out / 'adapters' / 'alice-2'}" in " ".join(done.stdout.split())
+    assert "not exported duo: duo:1 trains author control-token embeddings" in " ".join(done.stderr.split())
+    tokenizer = AutoTokenizer.from_pretrained(out / "base")
+    ids = tokenizer(["Make America great again"], return_tensors="pt")["input_ids"]
+    for name, folder in (("alice", "alice-1"), ("alice2", "alice-2"), ("bob", "bob")):
+        config = json.loads((out / "adapters" / folder / "adapter_config.json").read_text())
+        assert config["base_model_name_or_path"] == str(out / "base") and not config.get("modules_to_save")
+        adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(out / "base"), out / "adapters" / folder).eval()
+        merged = load_model(str(made[name].path))[0]
+        with torch.no_grad():
+            assert (adapted(input_ids=ids).logits - merged(input_ids=ids).logits).abs().max() < 1e-4, name
+    again = run_cli(home, "export", "bob", "--for", "vllm", str(out), check=False)
+    assert again.returncode == 1 and f"{out} is not empty" in again.stderr
+    only_duo = run_cli(home, "export", "duo", "--for", "vllm", str(tmp_path / "none"), check=False)
+    assert only_duo.returncode == 1 and "nothing to export" in only_duo.stderr

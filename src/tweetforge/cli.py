@@ -1255,11 +1255,16 @@ def serve(
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port")] = 8000,
     model: Annotated[list[str] | None,
-                     typer.Option("--model", "-m", help="Load this model at start (repeat); default: each name's champion.")] = None,
+                     typer.Option("--model", "-m", help="Load this model at start (repeat; NAME:* is every version of NAME); "
+                                  "default: each name's champion.")] = None,
     max_batch: Annotated[int, typer.Option("--max-batch", help="Posts decoded together at most.")] = 16,
     max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", help="LSTM: how long a request waits for others to batch with.")] = 10.0,
     queue_size: Annotated[int, typer.Option("--queue-size", help="Waiting requests per model before 503.")] = 64,
     allow_copies: Annotated[bool, typer.Option("--allow-copies", help="Turn off the copy filter.")] = False,
+    max_adapters: Annotated[int, typer.Option("--max-adapters", min=1, help="LoRA adapters held in memory at most; the least recently "
+                                              "used leaves and reloads from disk when asked for.")] = 64,
+    merged: Annotated[bool, typer.Option("--merged", help="Serve each LoRA version as its own merged model, "
+                                         "not as an adapter on a shared base.")] = False,
     no_ui: Annotated[bool, typer.Option("--no-ui", help="Serve the API only, without the web UI at /.")] = False,
     watch_registry_s: Annotated[float, typer.Option("--watch-registry", help="Seconds between looks at the registry: "
                                                     "a new champion is loaded and swapped in by itself.")] = 5.0,
@@ -1273,12 +1278,14 @@ def serve(
 
     quiet_libraries()
     settings = get_settings()
-    service = Service(engine(), ServiceSettings(model or [], max_batch, max_wait_ms, queue_size, copy_filter=not allow_copies))
+    service = Service(engine(), ServiceSettings(model or [], max_batch, max_wait_ms, queue_size, copy_filter=not allow_copies,
+                                                shared_base=not merged, max_adapters=max_adapters))
     service.load()
     service.watch_registry(every_s=watch_registry_s)
     for ref, reason in service.failures.items():
         errors.print(f"[yellow]not loaded[/] {ref}: {reason}", highlight=False)
-    loaded = ", ".join(m.version.ref for m in service.loaded()) or "none (train one: tweetforge train DATASET)"
+    loaded = (", ".join(m.version.ref + (" (adapter)" if m.shared_base else "") for m in service.loaded())
+              or "none (train one: tweetforge train DATASET)")
     app = create_app(service, admin_token=settings.admin_token, cors_origins=settings.cors_origins,
                      rate_limit_per_minute=settings.rate_limit_per_minute)
     if not no_ui:  # mounted last: at /, it takes every path the API does not answer
@@ -1290,6 +1297,44 @@ def serve(
         errors.print(f"Web UI: http://{host}:{port}/", highlight=False)
     errors.print(f"API: http://{host}:{port}/v1 (OpenAPI: http://{host}:{port}/docs)", highlight=False)
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+@app.command()
+def export(
+    targets: Annotated[list[str], typer.Argument(metavar="MODEL... DIR", help="Models (NAME for its champion, NAME:VERSION, NAME:*), "
+                                                 "then the directory to write.")],
+    for_: Annotated[str, typer.Option("--for", help="The server that will take them: vllm.")] = "vllm",
+    as_json: JsonOption = False,
+) -> None:
+    """Hand personas to another server. --for vllm: one base and each persona's LoRA adapter in the layout
+    `vllm serve --enable-lora` loads, and that command line; what vLLM cannot take is named, with why."""
+    from tweetforge.registry.adapters import export_for_vllm
+    from tweetforge.registry.versions import list_versions, resolve
+
+    if for_ != "vllm":
+        raise TweetforgeError(f"--for {for_!r}: the one target so far is vllm")
+    if len(targets) < 2:
+        raise TweetforgeError("name at least one model and then the directory to write: tweetforge export alice --for vllm out/")
+    *refs, directory = targets
+    store = engine()
+    chosen = []
+    for ref in refs:
+        if ref.endswith(":*"):
+            chosen += [(v.ref, v) for v in list_versions(store, ref[:-2])] or [(ref, resolve(store, ref[:-2]))]
+        else:
+            chosen.append((ref, resolve(store, ref)))
+    result = export_for_vllm(list(dict(chosen).items()), Path(directory).resolve())
+    if as_json:
+        print_json(result)
+        return
+    for name, adapter in result["adapters"].items():
+        console.print(f"[green]exported[/] {name} ({adapter['ref']}, LoRA rank {adapter['rank']}) → {adapter['path']}", highlight=False)
+    for name, reason in result["refused"].items():
+        errors.print(f"[yellow]not exported[/] {name}: {reason}", highlight=False)
+    if result["command"]:
+        console.print(f"base → {result['base']}\nOn a GPU machine with vLLM:\n  {result['command']}", highlight=False)
+    else:
+        raise TweetforgeError("nothing to export: none of the models is a LoRA adapter vLLM can take")
 
 
 db_app = typer.Typer(help="The SQL store's schema: its revision, and bringing it up to date.", no_args_is_help=True)

@@ -139,3 +139,76 @@ def load_adapted(version_dir: Path, adapter: dict[str, Any]):  # type: ignore[no
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return PeftModel.from_pretrained(model, version_dir / adapter["dir"]).eval(), tokenizer
+
+
+VLLM_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+"""The values vLLM accepts for --max-lora-rank."""
+
+
+def vllm_refusal(version: Any) -> str | None:
+    """Why a version cannot be handed to vLLM as a LoRA adapter, or None when it can."""
+    adapter = version.params.get("adapter")
+    if adapter is None:
+        return (f"{version.ref} is a {version.params.get('method') or version.kind} model with no LoRA adapter: "
+                "serve its merged export as a model of its own")
+    if adapter["control_tokens"]:
+        return (f"{version.ref} trains author control-token embeddings, which vLLM's LoRA loader does not accept (it rejects "
+                "modules_to_save and trainable tokens): serve its merged export as a model of its own")
+    return None
+
+
+def export_for_vllm(versions: list[tuple[str, Any]], directory: Path) -> dict[str, Any]:
+    """Write one base and every (served name, version) adapter on it in vLLM's layout: directory/base (the
+    base's files, hard-linked where the file system allows) and directory/adapters/<name> (peft directories
+    pointing at it). Returns what was written, what was refused and why, and the `vllm serve` command."""
+    import os
+    import shlex
+    import shutil
+
+    if directory.exists() and any(directory.iterdir()):
+        raise AdapterError(f"{directory} is not empty: export into a new directory")
+    refused = {name: reason for name, v in versions if (reason := vllm_refusal(v))}
+    chosen = [(name, v) for name, v in versions if name not in refused]
+    bases = {v.params["adapter"]["base_path"] for _, v in chosen}
+    if len(bases) > 1:
+        raise AdapterError(f"the adapters are on {len(bases)} different bases ({', '.join(sorted(bases))}): export each base's personas apart")
+    if not chosen:
+        return {"base": None, "adapters": {}, "refused": refused, "command": None}
+    base = Path(bases.pop())
+    if not (base / "config.json").exists():
+        raise AdapterError(f"the adapters' base {base} is gone")
+    sha256 = weights_hash(base)
+    for name, v in chosen:
+        if v.params["adapter"]["base_sha256"] != sha256:
+            refused[name] = f"{v.ref}: the base at {base} has changed since the adapter was trained (sha256 differs)"
+    chosen = [(name, v) for name, v in chosen if name not in refused]
+    if not chosen:
+        return {"base": None, "adapters": {}, "refused": refused, "command": None}
+    staging = directory.parent / f".{directory.name}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "adapters").mkdir(parents=True)
+    (staging / "base").mkdir()
+    for file in (f for f in base.iterdir() if f.is_file()):
+        try:
+            os.link(file, staging / "base" / file.name)
+        except OSError:
+            shutil.copy2(file, staging / "base" / file.name)
+    tokenizer_files = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt", "chat_template.jinja")
+    for name in tokenizer_files:  # a converted base may lack them; its single-author versions carry the same tokenizer
+        if not (staging / "base" / name).exists() and (chosen[0][1].path / name).exists():
+            shutil.copy2(chosen[0][1].path / name, staging / "base" / name)
+    written = {}
+    for name, version in chosen:
+        target = staging / "adapters" / name.replace(":", "-")
+        shutil.copytree(version.path / version.params["adapter"]["dir"], target)
+        config = json.loads((target / CONFIG).read_text())
+        config["base_model_name_or_path"] = str(directory / "base")
+        (target / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
+        written[name] = {"ref": version.ref, "path": str(directory / "adapters" / target.name), "rank": config["r"]}
+    if directory.exists():
+        directory.rmdir()
+    os.replace(staging, directory)
+    rank = next(r for r in VLLM_RANKS if r >= max(w["rank"] for w in written.values()))
+    command = ["vllm", "serve", str(directory / "base"), "--enable-lora", "--max-lora-rank", str(rank), "--max-loras", str(min(len(written), 64)),
+               "--lora-modules", *(f"{name}={w['path']}" for name, w in written.items())]
+    return {"base": str(directory / "base"), "adapters": written, "refused": refused, "command": shlex.join(command)}
