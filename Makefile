@@ -73,6 +73,7 @@ benchmark: $(VENV)/.installed-dev $(CHROMIUM)
 	$(PY) benchmarks/train.py
 	$(PY) benchmarks/copy_filter.py
 	$(PY) benchmarks/serve.py
+	$(PY) benchmarks/personas.py
 	$(PY) benchmarks/ui_load.py
 	$(PY) benchmarks/sync.py
 	$(PY) benchmarks/pipeline.py

@@ -41,6 +41,7 @@ Usage: .venv/bin/python benchmarks/serve.py [--home DIR] [--model REF] [--second
 Measured run: --home /work/evalhome/home --model trump:1 (second model trump-lstm:1).
 Smoke test: --quick (concurrency 1 and 4, a few requests; about 2 minutes).
 Results: benchmarks/RESULTS.md; raw numbers in benchmarks/.work/serve-results.json.
+Many personas on one base (adapters against merged models): benchmarks/personas.py, which uses this load generator.
 """
 
 from __future__ import annotations
@@ -289,9 +290,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def run_level(client, url: str, model: str, concurrency: int, seconds: float, max_requests: int) -> list[Result]:  # type: ignore[no-untyped-def]
+def run_level(client, url: str, model: str | list[str], concurrency: int, seconds: float, max_requests: int) -> list[Result]:  # type: ignore[no-untyped-def]
     """Closed loop: `concurrency` threads, each sending its next request as soon as the last one returned,
-    until `seconds` have passed or `max_requests` were sent. Requests in flight at the limit finish."""
+    until `seconds` have passed or `max_requests` were sent. Requests in flight at the limit finish. With a
+    list of models, client i asks models[i % len(models)]."""
+    models = [model] if isinstance(model, str) else model
     import httpx
 
     results: list[Result] = []
@@ -300,7 +303,7 @@ def run_level(client, url: str, model: str, concurrency: int, seconds: float, ma
     barrier = threading.Barrier(concurrency)
     deadline = [0.0]
 
-    def worker() -> None:
+    def worker(model: str) -> None:
         barrier.wait()
         with lock:
             if not deadline[0]:
@@ -323,7 +326,7 @@ def run_level(client, url: str, model: str, concurrency: int, seconds: float, ma
             with lock:
                 results.append(result)
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+    threads = [threading.Thread(target=worker, args=(models[i % len(models)],), daemon=True) for i in range(concurrency)]
     for t in threads:
         t.start()
     for t in threads:
