@@ -62,6 +62,7 @@ def test_a_from_chain_is_one_adapter_on_the_root_base(tiny_llama, store):
     second = register(engine, home / "models", train(config, trump, home, resolve_from=lambda ref: resolve(engine, ref).path), trump)
     adapter = second.params["adapter"]
     assert adapter["base_path"] == str(tiny_llama) and adapter["chain_ranks"] == [16, 8] and adapter["rank"] == 24
+    assert "LoRA adapter (rank 24, its --from chain's ranks 16+8 concatenated" in (second.path / "README.md").read_text()
     same_outputs(second, atol=5e-4)
     merged_first, _, _ = load_model(str(first.path))
     merged_second, tokenizer, _ = load_model(str(second.path))

@@ -81,6 +81,11 @@ def model_card(version: ModelVersion, snapshot: Snapshot, history: list[dict], r
         f"{version.metrics['stopped_because']}",
         f"- Wall time {version.metrics['train_seconds']} s ({_num(version.metrics['tokens_per_second'], 1)} tokens/s) on CPU; run `{version.run_id}`",
     ]
+    if adapter := params.get("adapter"):
+        ranks = adapter["chain_ranks"]
+        chain = f", its --from chain's ranks {'+'.join(map(str, ranks))} concatenated" if len(ranks) > 1 else ""
+        lines.append(f"- The unmerged LoRA adapter (rank {adapter['rank']}{chain}, {adapter['bytes'] / 2**20:.1f} MiB) is in `adapter/`, "
+                     f"for serving on a shared base (sha256 {adapter['base_sha256'][:12]}…)")
     if version.params.get("multi_author"):
         lines.append("- Multi-author: each post is preceded by an author control token " + ", ".join(f"`<|@{a.lower()}|>`" for a in authors))
     lines += [
