@@ -21,26 +21,29 @@ from tweetforge.registry.adapters import CONFIG, WEIGHTS, lora_pairs, lora_scale
 
 
 class BankedLinear(torch.nn.Module):
+    """A base Linear and, per slot, A as (in, rank) and B as (rank, out): laid out so that the rows a batch
+    gathers are what the batched matmuls take, with no further copy."""
+
     def __init__(self, base: torch.nn.Linear, bank: LoraBank):
         super().__init__()
         self.base, self.bank = base, bank
-        self.a = torch.zeros(bank.capacity, bank.rank, base.in_features, dtype=base.weight.dtype)
-        self.b = torch.zeros(bank.capacity, base.out_features, bank.rank, dtype=base.weight.dtype)
+        self.a = torch.zeros(bank.capacity, base.in_features, bank.rank, dtype=base.weight.dtype)
+        self.b = torch.zeros(bank.capacity, bank.rank, base.out_features, dtype=base.weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
         slot, rows = self.bank.single, self.bank.rows
         if slot is not None:
-            return y if slot == 0 else y + (x @ self.a[slot].T) @ self.b[slot].T
+            return y if slot == 0 else y + (x @ self.a[slot]) @ self.b[slot]
         if rows is None:
             return y
-        return y + torch.bmm(torch.bmm(x, self.a[rows].transpose(1, 2)), self.b[rows].transpose(1, 2))
+        return y + torch.bmm(torch.bmm(x, self.a[rows]), self.b[rows])
 
     def resize(self, capacity: int, rank: int) -> None:
-        a = self.a.new_zeros(capacity, rank, self.a.shape[2])
-        b = self.b.new_zeros(capacity, self.b.shape[1], rank)
-        a[: self.a.shape[0], : self.a.shape[1]] = self.a
-        b[: self.b.shape[0], :, : self.b.shape[2]] = self.b
+        a = self.a.new_zeros(capacity, self.a.shape[1], rank)
+        b = self.b.new_zeros(capacity, rank, self.b.shape[2])
+        a[: self.a.shape[0], :, : self.a.shape[2]] = self.a
+        b[: self.b.shape[0], : self.b.shape[1]] = self.b
         self.a, self.b = a, b
 
 
@@ -76,7 +79,7 @@ class LoraBank:
             raise ValueError(f"{directory}: no LoRA weights in {WEIGHTS}")
         with self.lock:
             slot = next(s for s in range(1, len(self.slots) + 2) if s not in self.slots)
-            capacity = self.capacity if slot < self.capacity else self.capacity * 2
+            capacity = self.capacity if slot < self.capacity else self.capacity + 8  # 9.8 MiB a slot at rank 16 (SmolLM2, top 15 layers)
             rank = max(self.rank, config["r"])
             if (capacity, rank) != (self.capacity, self.rank):
                 self.capacity, self.rank = capacity, rank
@@ -87,8 +90,8 @@ class LoraBank:
                 r = a.shape[0]
                 module.a[slot].zero_()
                 module.b[slot].zero_()
-                module.a[slot, :r] = a.to(module.a.dtype)
-                module.b[slot, :, :r] = (b.float() * scale).to(module.b.dtype)
+                module.a[slot, :, :r] = a.T.to(module.a.dtype)
+                module.b[slot, :r] = (b.float() * scale).T.to(module.b.dtype)
             for name, module in self.modules.items():  # a slot reused: modules this adapter leaves alone add nothing
                 if name not in pairs:
                     module.a[slot].zero_()
