@@ -77,6 +77,10 @@ class LoraBank:
         pairs = lora_pairs(load_file(directory / WEIGHTS))
         if not pairs:
             raise ValueError(f"{directory}: no LoRA weights in {WEIGHTS}")
+        for name in pairs:  # every target checked before the bank changes
+            if name not in self.modules and not isinstance(self.model.get_submodule(name), torch.nn.Linear):
+                raise ValueError(f"{name} is a {type(self.model.get_submodule(name)).__name__}, not a Linear layer: "
+                                 "the shared-base server adapts Linear layers only")
         with self.lock:
             slot = next(s for s in range(1, len(self.slots) + 2) if s not in self.slots)
             capacity = self.capacity if slot < self.capacity else self.capacity + 8  # 9.8 MiB a slot at rank 16 (SmolLM2, top 15 layers)

@@ -182,8 +182,8 @@ class Service:
         if self.as_adapter(version):
             try:
                 return self._load_adapter(version, adapter, index)
-            except AdapterError:
-                pass  # its base is gone or changed: the merged export serves it alone
+            except (AdapterError, ValueError):
+                pass  # its base is gone or changed, or its layers are not Linear (GPT-2's Conv1D): the merged export serves it
         model, tokenizer, info = load_model(str(version.path))
         recurrent = getattr(model.config, "model_type", "") == "tweetforge-lstm"  # its state is not a key/value cache
         max_new_tokens = info.get("generation", {}).get("max_new_tokens", 96)
