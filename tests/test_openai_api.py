@@ -68,7 +68,18 @@ def test_streaming_in_openai_chunks(client):
     assert sorted(texts) == [0, 1, 2, 3] and all(chunk.system_fingerprint == "tweetforge-generated-tiny-oa:2" for chunk in chunks)
     last = chunks[-1].to_dict()
     assert last["choices"] == [] and last["tweetforge"]["generated"] is True and len(last["tweetforge"]["generation_ids"]) == 2
-    assert last["tweetforge"]["user_id"] == "streamer"
+    assert last["tweetforge"]["user_id"] == "streamer" and chunks[-1].usage is None
+
+
+def test_a_stream_ends_with_the_usage_when_asked(client):
+    oa, _ = client
+    chunks = list(oa.completions.create(model="tiny-oa:2", prompt="The", max_tokens=5, n=2, seed=4, stream=True,
+                                        stream_options={"include_usage": True}))
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == [] and all(chunk.usage is None for chunk in chunks[:-1])
+    whole = oa.completions.create(model="tiny-oa:2", prompt="The", max_tokens=5, n=2, seed=4)
+    assert (usage.prompt_tokens, usage.completion_tokens) == (whole.usage.prompt_tokens, whole.usage.completion_tokens)
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens and 2 <= usage.completion_tokens <= 10
 
 
 def test_models_list_names_versions_personas_and_experiments(client):

@@ -115,7 +115,8 @@ def save_adapter(model: Any, directory: Path, parent: tuple[Path, dict[str, Any]
 
 
 def check_base(version_dir: Path, adapter: dict[str, Any], base_sha256: str | None = None) -> Path:
-    """The base directory an adapter applies to, checked to be the one it was trained on."""
+    """The base directory an adapter applies to, checked to be the one it was trained on. base_sha256: the
+    base's hash when the caller already has it (a loaded base, one export), else the files are hashed."""
     base = Path(adapter["base_path"])
     if not (base / "config.json").exists():
         raise AdapterError(f"{version_dir}: its adapter's base {base} is gone; the merged export in {version_dir} still works")
@@ -175,12 +176,12 @@ def export_for_vllm(versions: list[tuple[str, Any]], directory: Path) -> dict[st
     if not chosen:
         return {"base": None, "adapters": {}, "refused": refused, "command": None}
     base = Path(bases.pop())
-    if not (base / "config.json").exists():
-        raise AdapterError(f"the adapters' base {base} is gone")
-    sha256 = weights_hash(base)
+    sha256 = weights_hash(base) if (base / "config.json").exists() else None
     for name, v in chosen:
-        if v.params["adapter"]["base_sha256"] != sha256:
-            refused[name] = f"{v.ref}: the base at {base} has changed since the adapter was trained (sha256 differs)"
+        try:
+            check_base(v.path, v.params["adapter"], sha256)
+        except AdapterError as exc:
+            refused[name] = str(exc)
     chosen = [(name, v) for name, v in chosen if name not in refused]
     if not chosen:
         return {"base": None, "adapters": {}, "refused": refused, "command": None}

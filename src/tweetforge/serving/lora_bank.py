@@ -106,10 +106,7 @@ class LoraBank:
     def _wrap(self, name: str) -> BankedLinear:
         parent_name, _, child = name.rpartition(".")
         parent = self.model.get_submodule(parent_name)
-        base = getattr(parent, child)
-        if not isinstance(base, torch.nn.Linear):
-            raise ValueError(f"{name} is a {type(base).__name__}, not a Linear layer: the shared-base server adapts Linear layers only")
-        banked = BankedLinear(base, self)
+        banked = BankedLinear(getattr(parent, child), self)
         setattr(parent, child, banked)
         self.modules[name] = banked
         return banked

@@ -110,6 +110,10 @@ class ModelList(BaseModel):
     data: list[ModelInfo]
 
 
+class StreamOptions(BaseModel):
+    include_usage: bool = Field(False, description="A last chunk, before [DONE], carries the usage of the whole request.")
+
+
 class CompletionRequest(BaseModel):
     """OpenAI's /v1/completions body. Parameters tweetforge cannot honour are refused by name, not ignored."""
 
@@ -121,6 +125,7 @@ class CompletionRequest(BaseModel):
     n: int = Field(1, ge=1, le=10)
     stop: str | list[str] | None = Field(None, description="Up to 4 sequences; the text ends before the first one.")
     stream: bool = False
+    stream_options: StreamOptions | None = None
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     user: str | None = Field(None, min_length=1, max_length=100, description="Sticky experiment assignment and the rate limit's client.")
     echo: bool = False
@@ -154,6 +159,8 @@ class CompletionRequest(BaseModel):
                  "frequency_penalty": self.frequency_penalty != 0, "logit_bias": bool(self.logit_bias)}
         if unsupported := [name for name, set_ in asked.items() if set_]:
             raise ValueError(f"not supported by tweetforge: {', '.join(unsupported)}")
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options: only with stream")
         return self
 
     def prompts(self) -> list[str]:

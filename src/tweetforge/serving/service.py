@@ -201,10 +201,9 @@ class Service:
     SHARED_MAX_NEW_TOKENS = 1024
     """A shared batcher's own limit; each adapter's view holds its rows to that version's limit."""
 
-    def _shared_base(self, path: str) -> SharedBase:
-        """The base at path, loaded once for every adapter on it."""
+    def _shared_base(self, path: str, sha256: str) -> SharedBase:
+        """The base at path (checked to hash to sha256), loaded once for every adapter on it."""
         from tweetforge.generation.generate import decode_layout
-        from tweetforge.registry.adapters import AdapterError, weights_hash
         from tweetforge.serving.continuous import ContinuousBatcher
         from tweetforge.serving.lora_bank import LoraBank
         from tweetforge.training.models.causal_lm import load_pretrained
@@ -213,8 +212,6 @@ class Service:
             shared = self._bases.get(path)
             if shared is not None:
                 return shared
-            if not (Path(path) / "config.json").exists():
-                raise AdapterError(f"the adapters' base {path} is gone")
             model, tokenizer = load_pretrained(Path(path), [], lora=None)
             model.eval()
             decode_layout(model)
@@ -223,19 +220,19 @@ class Service:
             batcher = ContinuousBatcher(model, tokenizer, max_new_tokens=self.SHARED_MAX_NEW_TOKENS, max_batch=self.settings.max_batch,
                                         max_wait_ms=self.settings.max_wait_ms, queue_size=self.settings.queue_size, observe=self._observe_batch,
                                         bank=bank)
-            shared = self._bases[path] = SharedBase(path, weights_hash(Path(path)), model, tokenizer, bank, batcher)
+            shared = self._bases[path] = SharedBase(path, sha256, model, tokenizer, bank, batcher)
             return shared
 
     def _load_adapter(self, version: ModelVersion, adapter: dict[str, Any], index: CopyIndex) -> LoadedModel:
         """An adapter version as a slot in its base's bank; past max_adapters the least recently used leaves."""
         import json
 
-        from tweetforge.registry.adapters import AdapterError
+        from tweetforge.registry.adapters import check_base
         from tweetforge.serving.lora_bank import AdapterView
 
-        shared = self._shared_base(adapter["base_path"])
-        if shared.sha256 != adapter["base_sha256"]:
-            raise AdapterError(f"{version.ref}: the base at {shared.path} has changed since the adapter was trained")
+        loaded = self._bases.get(adapter["base_path"])
+        check_base(version.path, adapter, loaded.sha256 if loaded else None)
+        shared = self._shared_base(adapter["base_path"], adapter["base_sha256"])
         info = json.loads((version.path / "tweetforge.json").read_text())
         self._make_room_for_an_adapter()
         slot = shared.bank.add(version.path / adapter["dir"])

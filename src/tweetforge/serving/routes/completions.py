@@ -99,9 +99,9 @@ def stream_completions(body: CompletionRequest, service: Service, prompts: list[
     start = next(first)[1]  # routing errors become a JSON error response, not a broken stream
     user, ref = start["user_id"], f"{start['model']}:{start['version']}"
 
-    def chunk(choices: list[dict], provenance: dict) -> str:
+    def chunk(choices: list[dict], provenance: dict, usage: dict | None = None) -> str:
         data = {"id": cmpl_id, "object": "text_completion", "created": created, "model": ref, "system_fingerprint": fingerprint(ref),
-                "choices": choices, "tweetforge": provenance}
+                "choices": choices, "tweetforge": provenance, **({"usage": usage} if usage else {})}
         return f"data: {json.dumps(data)}\n\n"
 
     def events() -> Iterator[str]:
@@ -121,6 +121,12 @@ def stream_completions(body: CompletionRequest, service: Service, prompts: list[
                                     experiment=start["experiment"], variant=start["variant"], user_id=user,
                                     filtered_copies=sum(d["filtered_copies"] for d in done), dropped=sum(d["dropped"] for d in done))
             yield chunk([], provenance.model_dump())
+            if body.stream_options and body.stream_options.include_usage:
+                prompt_tokens = sum(d["prompt_tokens"] for d in done)
+                completion_tokens = sum(post["new_tokens"] for d in done for post in d["posts"])
+                usage = CompletionUsage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                                        total_tokens=prompt_tokens + completion_tokens)
+                yield chunk([], {"generated": True, "ref": ref}, usage.model_dump())
             yield "data: [DONE]\n\n"
         except ServiceError as exc:
             yield f"data: {json.dumps({'error': {'code': exc.code, 'message': exc.message}})}\n\n"
