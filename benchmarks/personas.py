@@ -17,11 +17,17 @@ Throughput. 16 closed-loop clients (benchmarks/serve.py's load generator, /v1/ge
 merged server (P merged models loaded: each persona its own batcher) and, for one persona, the pipeline
 baseline. Each level runs for --seconds or --max-requests.
 
+Decode steps (in-process, no HTTP, after the servers): the shared base with 16 adapters in its bank
+runs 16 rows with a 40-token cache, all rows on one adapter, then one row per adapter (16 adapters in
+one pass), alternating five times, 40 timed steps each; also the base alone. This isolates what mixing
+costs from the scheduling and sampling noise of the closed-loop levels.
+
 Adapter load while serving. Under the 16-client load on 4 personas, one request to a persona not yet
 loaded (its adapter is read and put in the bank by that request): its latency and that of the next request
 to it, and the errors of every client meanwhile.
 
-Usage: .venv/bin/python benchmarks/personas.py [--seconds 45] [--max-requests 200] [--home DIR]
+Usage: .venv/bin/python benchmarks/personas.py [--seconds 45] [--max-requests 200] [--home DIR] [--steps-only]
+(--steps-only: only the decode steps, added to the last run's results, which are printed again.)
 Results: benchmarks/RESULTS.md; raw numbers in benchmarks/.work/personas-results.json."""
 
 from __future__ import annotations
@@ -161,11 +167,51 @@ def load_while_serving(home: Path, personas: list[str], tokenizer, seconds: floa
         server.stop()
 
 
+def decode_steps(home: Path, personas: list[str], rounds: int = 5, steps: int = 40) -> dict:
+    """Milliseconds per decode step of 16 rows: base alone, one adapter, 16 adapters mixed (median of rounds)."""
+    import statistics
+
+    import torch
+    from transformers import DynamicCache
+
+    from tweetforge.db.engine import engine_for
+    from tweetforge.generation.generate import decode_layout
+    from tweetforge.registry.versions import resolve
+    from tweetforge.serving.lora_bank import LoraBank
+    from tweetforge.training.models.causal_lm import load_pretrained
+
+    engine = engine_for(f"sqlite:///{home / 'tweetforge.db'}")
+    versions = [resolve(engine, name) for name in personas[:16]]
+    model, _ = load_pretrained(Path(versions[0].params["adapter"]["base_path"]), [], lora=None)
+    model.eval()
+    decode_layout(model)
+    bank = LoraBank(model)
+    slots = [bank.add(v.path / "adapter") for v in versions]
+    ids = torch.randint(0, model.config.vocab_size, (16, 40), generator=torch.Generator().manual_seed(0))
+    layouts = {"base": [0] * 16, "one adapter": [slots[0]] * 16, "16 adapters": slots}
+    timings: dict[str, list[float]] = {k: [] for k in layouts}
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for label, rows in layouts.items():
+                bank.use(rows)
+                cache = model(input_ids=ids, past_key_values=DynamicCache(config=model.config), use_cache=True, logits_to_keep=1).past_key_values
+                for _ in range(3):
+                    model(input_ids=ids[:, -1:], past_key_values=cache, use_cache=True, logits_to_keep=1)
+                started = time.perf_counter()
+                for _ in range(steps):
+                    model(input_ids=ids[:, -1:], past_key_values=cache, use_cache=True, logits_to_keep=1)
+                timings[label].append((time.perf_counter() - started) / steps * 1000)
+    out = {label: statistics.median(t) for label, t in timings.items()}
+    log("decode step of 16 rows: " + ", ".join(f"{k} {v:.1f} ms" for k, v in out.items()))
+    return {"milliseconds": out, "all": timings, "torch_threads": torch.get_num_threads()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--home", type=Path, default=WORK / "personas-home")
     parser.add_argument("--seconds", type=float, default=45.0)
     parser.add_argument("--max-requests", type=int, default=200)
+    parser.add_argument("--steps-only", action="store_true")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     home = args.home.resolve()
@@ -177,6 +223,12 @@ def main() -> None:
 
     first = resolve(engine_for(f"sqlite:///{home / 'tweetforge.db'}"), personas[0])
     tokenizer = AutoTokenizer.from_pretrained(first.path)
+    if args.steps_only:
+        result = json.loads((WORK / "personas-results.json").read_text())
+        result["decode_steps"] = decode_steps(home, personas) | {"machine": machine(), "at_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        (WORK / "personas-results.json").write_text(json.dumps(result, indent=2, default=str))
+        report(result)
+        return
     result: dict = {"machine": machine(), "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "adapter": first.params["adapter"]}
 
     result["memory"] = [memory_run(home, personas[:k], merged=False) for k in (1, 10, 50)]
@@ -196,27 +248,38 @@ def main() -> None:
     result["throughput"].append(throughput_run(home, baseline, "pipeline baseline x1", [personas[0]] * 16, tokenizer, args.seconds,
                                                min(args.max_requests, 60)))
     result["load_while_serving"] = load_while_serving(home, personas, tokenizer, args.seconds)
+    result["decode_steps"] = decode_steps(home, personas)
     (WORK / "personas-results.json").write_text(json.dumps(result, indent=2, default=str))
+    report(result)
 
+
+def report(result: dict) -> None:
+    merged = {m["personas"]: m["VmRSS"] for m in result["memory"] if m["merged"]}
     print(f"\n# benchmarks/personas.py — {time.strftime('%Y-%m-%d %H:%M')}, {result['machine']}")
     a = result["adapter"]
     print(f"adapter: rank {a['rank']}, {a['bytes'] / 2**20:.1f} MiB on disk\n")
     print("| personas in memory | adapters on one base: RSS MiB | merged models: RSS MiB | merged / adapters |\n|---|---|---|---|")
     for k in (1, 10, 50):
         ours = next(m["VmRSS"] for m in result["memory"] if not m["merged"] and m["personas"] == k)
-        theirs = merged.get(k) or result["merged_extrapolated_mib"][k]
+        theirs = merged.get(k) or {int(n): v for n, v in result["merged_extrapolated_mib"].items()}[k]
         note = "" if k in merged else " (extrapolated)"
         print(f"| {k} | {ours:,.0f} | {theirs:,.0f}{note} | {theirs / ours:.1f}× |")
     single = next(r for r in result["throughput"] if r["label"] == "adapters 16 loaded / 1 asked")
-    print("\n| 16 clients over | server | requests/s | × adapters over 1 persona | p50 s | p99 s | errors | RSS MiB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| 16 clients over | server | requests/s | × adapters over 1 persona | tokens/s | × | p50 s | p99 s | errors | RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in result["throughput"]:
         ratio = r["requests_per_second"] / single["requests_per_second"]
-        print(f"| {r['personas']} | {r['label']} | {r['requests_per_second']:.2f} | {ratio:.2f} | "
+        tokens = r["tokens_per_second"] / single["tokens_per_second"]
+        print(f"| {r['personas']} | {r['label']} | {r['requests_per_second']:.2f} | {ratio:.2f} | {r['tokens_per_second']:.1f} | {tokens:.2f} | "
               f"{r['p50_seconds']:.2f} | {r['p99_seconds']:.2f} | {r['errors']} | {r['rss_mib']:,.0f} |")
     w = result["load_while_serving"]
     print(f"\nadapter loaded while serving: its first request {w['first_request_seconds']:.2f} s, the next {w['second_request_seconds']:.2f} s; "
           f"the 16 other clients meanwhile: {w['load_requests_ok']} ok, {w['load_errors']} errors, p99 {w['load_p99_seconds']:.2f} s")
+    if "decode_steps" in result:
+        ms = result["decode_steps"]["milliseconds"]
+        print(f"\ndecode step of 16 rows (median of {len(result['decode_steps']['all']['base'])} rounds): base alone {ms['base']:.1f} ms, "
+              f"one adapter {ms['one adapter']:.1f} ms, 16 adapters mixed {ms['16 adapters']:.1f} ms: "
+              f"mixed at {ms['one adapter'] / ms['16 adapters']:.2f}× the single-adapter step rate")
 
 
 if __name__ == "__main__":
