@@ -626,19 +626,30 @@ def train(
     precision: Annotated[str, typer.Option("--precision", help="auto, bf16 or fp32.")] = TRAINING.precision,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model (slower start, faster steps).")] = False,
     threads: Annotated[int | None, typer.Option("--threads")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto (the GPU when torch sees one), cpu or cuda.")] = "auto",
+    nproc: Annotated[int, typer.Option("--nproc", help="Training processes on this host: DDP through torchrun (gloo on CPUs, NCCL on GPUs).",
+                                       min=1)] = 1,
     report_to: Annotated[str, typer.Option("--report-to", help="trackio, wandb or none.")] = "trackio",
     resume: Annotated[bool, typer.Option("--resume", help="Continue the last interrupted run of this model.")] = False,
     resume_from: Annotated[Path | None, typer.Option("--resume-from-checkpoint", help="Continue the run in this directory.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Train a model on a dataset snapshot and register it as the next version of its name."""
+    import os
+    import sys
     import time
 
     from tweetforge.config import get_settings
     from tweetforge.data.snapshots import get_snapshot
     from tweetforge.registry.versions import register, resolve
+    from tweetforge.training.distributed import World, launch
     from tweetforge.training.train import TrainConfig, find_resumable_run, saved_config
     from tweetforge.training.train import train as run_training
+
+    if nproc > 1 and "RANK" not in os.environ:  # each rank runs this same command line; under torchrun, torchrun decides
+        launch(nproc, sys.argv[1:])
+        return
+    world = World.from_environment()
 
     quiet_libraries()
     settings = get_settings()
@@ -649,19 +660,22 @@ def train(
         layers=layers, width=width, epochs=epochs, max_steps=max_steps, max_minutes=max_minutes, batch_size=batch_size,
         block_size=block_size, learning_rate=learning_rate, warmup_ratio=warmup_ratio, min_lr_ratio=min_lr_ratio,
         weight_decay=weight_decay, max_grad_norm=max_grad_norm, eval_every=eval_every, patience=patience,
-        checkpoint_every=checkpoint_every, seed=seed, precision=precision, compile=compile, threads=threads, report_to=report_to,
+        checkpoint_every=checkpoint_every, seed=seed, precision=precision, compile=compile, threads=threads, device=device, report_to=report_to,
     )
     started = time.perf_counter()
     run_dir = resume_from or (find_resumable_run(home, config.model_name) if resume else None)
     if run_dir is not None:
         config = saved_config(run_dir)
-        errors.print(f"Resuming run {run_dir.name}", highlight=False)
+        if world.main:
+            errors.print(f"Resuming run {run_dir.name}", highlight=False)
     snapshot = get_snapshot(engine(), config.dataset)
-    with training_progress(disable=as_json) as on_progress:
+    with training_progress(disable=as_json or not world.main) as on_progress:
         result = run_training(
             config, snapshot, home, run_dir=run_dir, resume=run_dir is not None, progress=on_progress,
             resolve_from=lambda ref: resolve(engine(), ref).path,
         )
+    if not world.main:  # rank 0 registers the run
+        return
     trained = time.perf_counter()
     version = register(engine(), home / "models", result, snapshot)
     spent = result.seconds | {"export": time.perf_counter() - trained, "total": time.perf_counter() - started}

@@ -423,8 +423,15 @@ def promote_variant(engine: Engine, name: str, variant: str | None, status: Expe
         raise ExperimentError(f"experiment {name} has no winner yet ({status.state}: {status.reason}); name a variant to promote it anyway")
     target = status.experiment.variant(chosen)
     with engine.begin() as conn:
+        # the transition is taken once: replicas deciding the same experiment at the same moment promote it once
+        ended = conn.execute(update(experiments).where(experiments.c.name == name, experiments.c.status.in_(("running", "stopped")))
+                             .values(status="decided", winner=chosen, stopped_at=datetime.now()))
+        if ended.rowcount == 0:
+            winner = conn.execute(select(experiments.c.winner).where(experiments.c.name == name)).scalar_one()
+            if winner == chosen:
+                return target  # another replica promoted the same winner just now
+            raise ExperimentError(f"experiment {name} was decided already (winner {winner})")
         point_alias(conn, target.model_name, "champion", target.model_version)
-        conn.execute(update(experiments).where(experiments.c.name == name).values(status="decided", winner=chosen, stopped_at=datetime.now()))
         _log_decision(engine, replace(status, winner=chosen), promoted=True, conn=conn)
     return target
 

@@ -73,13 +73,13 @@ class CachedBottom:
         self.position_in_first_epoch = torch.empty_like(first_epoch_order)
         self.position_in_first_epoch[first_epoch_order] = torch.arange(len(first_epoch_order))
         n, t = train_blocks.shape
-        self.hidden = torch.empty(n, t, self.inner.config.hidden_size, dtype=dtype)
+        self.hidden = torch.empty(n, t, self.inner.config.hidden_size, dtype=dtype, device=train_blocks.device)
         self.cached = torch.zeros(n, dtype=torch.bool)
         self.validation: list[torch.Tensor] = []
 
     @torch.inference_mode()
     def _through_bottom(self, blocks: torch.Tensor, bf16: bool) -> torch.Tensor:
-        with only_layers(self.inner, self.bottom, torch.nn.Identity()), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with only_layers(self.inner, self.bottom, torch.nn.Identity()), torch.autocast(blocks.device.type, dtype=torch.bfloat16, enabled=bf16):
             return self.inner(input_ids=blocks, use_cache=False).last_hidden_state.to(self.dtype)
 
     def _ensure(self, indices: torch.Tensor, bf16: bool) -> None:
@@ -89,7 +89,7 @@ class CachedBottom:
             self.cached[rows] = True
 
     def logits(self, hidden: torch.Tensor, bf16: bool) -> torch.Tensor:
-        with only_layers(self.inner, self.top), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with only_layers(self.inner, self.top), torch.autocast(hidden.device.type, dtype=torch.bfloat16, enabled=bf16):
             return self.model(inputs_embeds=hidden, use_cache=False).logits
 
     def train_hidden(self, indices: torch.Tensor, bf16: bool) -> torch.Tensor:

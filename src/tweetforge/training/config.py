@@ -57,6 +57,8 @@ class TrainConfig:
     """'bf16' (autocast), 'fp32', or 'auto': bf16 where a measured bf16 matmul beats fp32 (AMX, AVX512-BF16)."""
     compile: bool = False
     threads: int | None = None
+    device: str = "auto"
+    """'auto' (the GPU when torch sees one), 'cpu' or 'cuda'."""
     report_to: str = "trackio"
 
     @property

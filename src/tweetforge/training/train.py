@@ -27,6 +27,7 @@ from tweetforge.data.snapshots import Snapshot, read_snapshot
 from tweetforge.errors import TweetforgeError
 from tweetforge.training.cached_bottom import CachedBottom, can_cache
 from tweetforge.training.config import DEFAULT_LEARNING_RATE, TrainConfig
+from tweetforge.training.distributed import World, join, leave, training_device
 from tweetforge.training.models.tokenizers import author_token
 from tweetforge.training.tracking import Tracker
 
@@ -83,14 +84,14 @@ def epoch_order(n_blocks: int, seed: int, epoch: int) -> torch.Tensor:
 # ---------------------------------------------------------------- model
 
 
-def use_bf16(precision: str) -> bool:
+def use_bf16(precision: str, device: torch.device = torch.device("cpu")) -> bool:
     if precision == "bf16":
         return True
     if precision == "fp32":
         return False
     if precision != "auto":
         raise TrainingError(f"--precision {precision!r}: use auto, bf16 or fp32")
-    return bf16_matmul_is_faster()
+    return torch.cuda.is_bf16_supported() if device.type == "cuda" else bf16_matmul_is_faster()
 
 
 @lru_cache(maxsize=1)
@@ -119,16 +120,19 @@ def next_token_loss(logits: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
 
 
 def causal_lm_loss(model: Any, blocks: torch.Tensor, bf16: bool) -> torch.Tensor:
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.autocast(blocks.device.type, dtype=torch.bfloat16, enabled=bf16):
         logits = model(input_ids=blocks).logits
     return next_token_loss(logits, blocks)
 
 
 @torch.inference_mode()
-def evaluate_loss(model: Any, blocks: torch.Tensor, batch_size: int, bf16: bool, cache: CachedBottom | None = None) -> float:
+def evaluate_loss(model: Any, blocks: torch.Tensor, batch_size: int, bf16: bool, cache: CachedBottom | None = None,
+                  world: World = World()) -> float:
     """Run on the eager model even when training is compiled: evaluation's grad mode, eval() flag and
-    last short batch would each make torch.compile recompile."""
+    last short batch would each make torch.compile recompile. Under DDP each rank evaluates its share of
+    the blocks and the mean is taken over all of them."""
     model.eval()
+    blocks = world.share(blocks)
     total, count = 0.0, 0
     hidden = cache.validation_hidden(blocks, batch_size, bf16) if cache else None
     for i, start in enumerate(range(0, blocks.shape[0], batch_size)):
@@ -137,6 +141,7 @@ def evaluate_loss(model: Any, blocks: torch.Tensor, batch_size: int, bf16: bool,
         total += loss.item() * batch.shape[0]
         count += batch.shape[0]
     model.train()
+    total, count = world.sum([total, count])
     return total / max(count, 1)
 
 
@@ -203,7 +208,7 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any]:
             "it will not be used (start a new run without --resume)"
         )
     try:
-        return torch.load(target, weights_only=False)
+        return torch.load(target, weights_only=False, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing
         raise TrainingError(f"checkpoint {target} cannot be read ({exc}): start a new run without --resume") from None
 
@@ -235,7 +240,7 @@ ProgressCallback = Callable[[dict[str, Any]], None]
 
 
 def prepare_model(config: TrainConfig, texts: list[str], control_tokens: list[str], home: Path, resolve_from: Callable[[str], Path] | None,
-                  seconds: dict[str, float] | None = None):
+                  seconds: dict[str, float] | None = None, device: torch.device = torch.device("cpu")):
     """(model, tokenizer, description) for the kind of run asked for; the base conversion's time goes to
     seconds["conversion"]."""
     from tweetforge.training.models.causal_lm import build_scratch, load_pretrained
@@ -248,7 +253,7 @@ def prepare_model(config: TrainConfig, texts: list[str], control_tokens: list[st
         if info["kind"] == "lstm" or info["kind"] == "scratch" or config.full:
             model, tokenizer = load_pretrained(directory, control_tokens, lora=None)
             return model, tokenizer, f"registered model {config.from_model} ({info['kind']}, full weights)"
-        model, tokenizer = _load_lora(directory, control_tokens, config)
+        model, tokenizer = _load_lora(directory, control_tokens, config, device)
         return model, tokenizer, f"registered model {config.from_model} (new LoRA adapters{_on_layers(as_trained(config, model))})"
     if config.kind in ("lstm", "scratch"):
         from tweetforge.training.models.tokenizers import train_bpe_tokenizer
@@ -279,17 +284,17 @@ def prepare_model(config: TrainConfig, texts: list[str], control_tokens: list[st
     if config.full:
         model, tokenizer = load_pretrained(resolved.path, control_tokens, None)
         return model, tokenizer, f"{resolved.describe()}, full fine-tune"
-    model, tokenizer = _load_lora(resolved.path, control_tokens, config)
+    model, tokenizer = _load_lora(resolved.path, control_tokens, config, device)
     return model, tokenizer, f"{resolved.describe()}, LoRA r={config.lora_r}{_on_layers(as_trained(config, model))}"
 
 
-def _load_lora(directory: Path, control_tokens: list[str], config: TrainConfig):  # type: ignore[no-untyped-def]
+def _load_lora(directory: Path, control_tokens: list[str], config: TrainConfig, device: torch.device):  # type: ignore[no-untyped-def]
     from tweetforge.training.models.causal_lm import LoraSettings, load_pretrained
 
     try:
         return load_pretrained(directory, control_tokens, LoraSettings(config.lora_r, config.lora_alpha, top_layers=config.train_layers,
                                                                             modules=config.lora_modules),
-                               frozen_bf16=use_bf16(config.precision))
+                               frozen_bf16=use_bf16(config.precision, device))
     except ValueError as exc:
         raise TrainingError(str(exc)) from None
 
@@ -343,9 +348,10 @@ def keep_freed_memory() -> Callable[[], None]:
     return restore
 
 
-def configure_cpu(config: TrainConfig) -> None:
-    """Process-wide settings a run uses (benchmarks/train.py calls it too, to measure what train() does)."""
-    torch.set_num_threads(config.threads or os.cpu_count() or 1)
+def configure_cpu(config: TrainConfig, world: World = World()) -> None:
+    """Process-wide settings a run uses (benchmarks/train.py calls it too, to measure what train() does).
+    The ranks on one host split its cores."""
+    torch.set_num_threads(config.threads or max(1, (os.cpu_count() or 1) // world.local_size))
 
 
 @dataclass
@@ -387,8 +393,8 @@ class Blocks:
     """Tokens of the longest training post that fits MAX_POST_CHARS: the generation limit."""
 
 
-def prepare_blocks(config: TrainConfig, tokenizer: Any, posts: TrainingPosts, dataset: str) -> Blocks:
-    """Both splits encoded and packed into blocks of config.block_size tokens."""
+def prepare_blocks(config: TrainConfig, tokenizer: Any, posts: TrainingPosts, dataset: str, device: torch.device = torch.device("cpu")) -> Blocks:
+    """Both splits encoded and packed into blocks of config.block_size tokens, on the training device."""
     sequences = encode_posts(tokenizer, posts.texts, posts.authors if posts.multi_author else None)
     train_blocks = pack(sequences, config.block_size)
     if len(train_blocks) < config.batch_size:
@@ -405,7 +411,7 @@ def prepare_blocks(config: TrainConfig, tokenizer: Any, posts: TrainingPosts, da
             validation = None
     prefix = 2 if posts.multi_author else 1
     fitting = [len(s) - prefix for s, t in zip(sequences, posts.texts) if len(t) <= MAX_POST_CHARS] or [len(s) - prefix for s in sequences]
-    return Blocks(train_blocks, validation, max(fitting))
+    return Blocks(train_blocks.to(device), validation.to(device) if validation is not None else None, max(fitting))
 
 
 def make_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -447,10 +453,11 @@ class Run:
 
 
 def open_run(config: TrainConfig, snapshot: Snapshot, home: Path, *, run_dir: Path | None, resume: bool, model: torch.nn.Module,
-             optimizer: torch.optim.Optimizer) -> Run:
-    """A new run directory under home/runs, or (resume) the interrupted one restored from its checkpoint."""
+             optimizer: torch.optim.Optimizer, world: World = World()) -> Run:
+    """A new run directory under home/runs, or (resume) the interrupted one restored from its checkpoint
+    (on every rank: rank 0 names and creates the directory)."""
     state, best = RunState(), None
-    run_id = run_dir.name if run_dir else f"{config.model_name}-{datetime.now():%Y%m%d-%H%M%S}-{os.urandom(2).hex()}"
+    run_id = run_dir.name if run_dir else world.from_main(f"{config.model_name}-{datetime.now():%Y%m%d-%H%M%S}-{os.urandom(2).hex()}")
     run_dir = run_dir or home / "runs" / run_id
     if resume:
         checkpoint = load_checkpoint(run_dir)
@@ -460,10 +467,12 @@ def open_run(config: TrainConfig, snapshot: Snapshot, home: Path, *, run_dir: Pa
         optimizer.load_state_dict(checkpoint["optimizer"])
         state, best = RunState(**checkpoint["state"]), checkpoint["best"]
         torch.set_rng_state(checkpoint["rng"])
-    else:
+    elif world.main:
         run_dir.mkdir(parents=True, exist_ok=False)
-    (run_dir / "config.json").write_text(json.dumps({**asdict(config), "snapshot_hash": snapshot.content_hash}, indent=2))
-    (run_dir / "status").write_text("running")
+    if world.main:
+        (run_dir / "config.json").write_text(json.dumps({**asdict(config), "snapshot_hash": snapshot.content_hash}, indent=2))
+        (run_dir / "status").write_text("running")
+    world.barrier()
     return Run(run_id, run_dir, state, best)
 
 
@@ -506,12 +515,32 @@ def cache_bottom(config: TrainConfig, model: torch.nn.Module, blocks: Blocks, bf
                         torch.bfloat16 if bf16 else torch.float32)
 
 
+class BatchLoss(torch.nn.Module):
+    """The mean loss of a batch's rows, whichever way it is computed (the model, or the top layers over the
+    cached bottom): one module, so that DDP wraps either."""
+
+    def __init__(self, model: torch.nn.Module, compiled: Any, cache: CachedBottom | None, batch_size: int, bf16: bool):
+        super().__init__()
+        self.model, self.cache, self.batch_size, self.bf16 = model, cache, batch_size, bf16
+        self.__dict__["compiled"] = compiled  # the same parameters: not a second submodule
+
+    def forward(self, blocks: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        batch = blocks[indices]
+        if self.cache is not None:
+            return next_token_loss(self.cache.logits(self.cache.train_hidden(indices, self.bf16), self.bf16), batch)
+        # an epoch's last short batch runs eager rather than triggering a recompile for its shape
+        return causal_lm_loss(self.compiled if len(batch) == self.batch_size else self.model, batch, self.bf16)
+
+
 def train_loop(config: TrainConfig, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, blocks: Blocks, schedule: Schedule,
-               run: Run, tracker: Tracker, bf16: bool, report: Callable[[dict[str, Any]], None], cache: CachedBottom | None = None) -> None:
-    """Steps until the schedule, the patience or the time budget ends the run; checkpoints on the way."""
+               run: Run, tracker: Tracker, bf16: bool, report: Callable[[dict[str, Any]], None], cache: CachedBottom | None = None,
+               world: World = World()) -> None:
+    """Steps until the schedule, the patience or the time budget ends the run; checkpoints on the way (rank 0)."""
     state = run.state
     parameters = [p for p in model.parameters() if p.requires_grad]
-    compiled = torch.compile(model) if config.compile else model
+    batch_loss: torch.nn.Module = BatchLoss(model, torch.compile(model) if config.compile else model, cache, config.batch_size, bf16)
+    if world.distributed:
+        batch_loss = torch.nn.parallel.DistributedDataParallel(batch_loss)
     model.train()
     budget = config.max_minutes * 60 if config.max_minutes else None
     session_start, session_tokens, seconds_before = time.perf_counter(), 0, state.seconds
@@ -519,32 +548,34 @@ def train_loop(config: TrainConfig, *, model: torch.nn.Module, optimizer: torch.
         epoch, offset = divmod(state.step, schedule.steps_per_epoch)
         order = epoch_order(len(blocks.train), config.seed, epoch)
         indices = order[offset * config.batch_size : (offset + 1) * config.batch_size]
-        batch = blocks.train[indices]
+        mine = world.share(indices)
         for group in optimizer.param_groups:
             group["lr"] = schedule.learning_rate(state, config)
-        if cache is not None:
-            loss = next_token_loss(cache.logits(cache.train_hidden(indices, bf16), bf16), batch)
-        else:  # an epoch's last short batch runs eager rather than triggering a recompile for its shape
-            loss = causal_lm_loss(compiled if len(batch) == config.batch_size else model, batch, bf16)
+        # DDP averages the ranks' gradients; weighting each rank by its share of the rows makes that the
+        # gradient of the global batch's mean, also for a last batch the ranks split unevenly
+        loss = batch_loss(blocks.train, mine) * (len(mine) * world.size / len(indices))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
-        state.tokens += batch.numel()
-        session_tokens += batch.numel()
+        tokens = len(indices) * blocks.train.shape[1]
+        state.tokens += tokens
+        session_tokens += tokens
         elapsed = time.perf_counter() - session_start
         state.seconds = seconds_before + elapsed
         tokens_per_second = session_tokens / max(elapsed, 1e-9)
-        metrics = {"train/loss": loss.item(), "train/tokens_per_second": tokens_per_second, "train/lr": optimizer.param_groups[0]["lr"]}
+        # one exchange a step: the global loss, and whether any rank's clock ran out (all stop together)
+        loss_sum, late = world.sum([loss.item(), float(budget is not None and state.seconds >= budget)])
+        train_loss, out_of_time = loss_sum / world.size, late > 0
+        metrics = {"train/loss": train_loss, "train/tokens_per_second": tokens_per_second, "train/lr": optimizer.param_groups[0]["lr"]}
 
-        out_of_time = budget is not None and state.seconds >= budget
         if blocks.validation is not None and should_evaluate(state, config, schedule.total_steps, out_of_time):
             evaluating = time.perf_counter()
-            val_loss = evaluate_loss(model, blocks.validation, config.batch_size, bf16, cache)
+            val_loss = evaluate_loss(model, blocks.validation, config.batch_size, bf16, cache, world)
             state.evaluation_seconds += time.perf_counter() - evaluating
             metrics.update({"eval/loss": val_loss, "eval/perplexity": math.exp(min(val_loss, 50))})
-            state.history.append({"step": state.step, "train_loss": loss.item(), "val_loss": val_loss, "lr": metrics["train/lr"],
+            state.history.append({"step": state.step, "train_loss": train_loss, "val_loss": val_loss, "lr": metrics["train/lr"],
                                   "seconds": state.seconds, "wall": time.perf_counter() - run.started})
             if val_loss < state.best_val_loss - 1e-4:
                 state.best_val_loss, state.best_step, state.evals_without_improvement = val_loss, state.step, 0
@@ -552,69 +583,80 @@ def train_loop(config: TrainConfig, *, model: torch.nn.Module, optimizer: torch.
             else:
                 state.evals_without_improvement += 1
         tracker.log(metrics, step=state.step)
-        report({"phase": "step", "loss": loss.item(), "val_loss": metrics.get("eval/loss"), "tokens_per_second": tokens_per_second})
+        report({"phase": "step", "loss": train_loss, "val_loss": metrics.get("eval/loss"), "tokens_per_second": tokens_per_second})
 
         state.stopped_because = stop_reason(state, config, out_of_time)
-        if state.step % config.checkpoint_every == 0 or state.stopped_because:
+        if world.main and (state.step % config.checkpoint_every == 0 or state.stopped_because):
             save_checkpoint(run.run_dir, model, optimizer, state, run.best)
         if state.stopped_because:
             break
     state.stopped_because = state.stopped_because or f"finished {schedule.total_steps} steps"
 
 
-def finish(model: torch.nn.Module, optimizer: torch.optim.Optimizer, run: Run, tracker: Tracker) -> None:
+def finish(model: torch.nn.Module, optimizer: torch.optim.Optimizer, run: Run, tracker: Tracker, world: World = World()) -> None:
     """End on the best validated weights, checkpoint them, close the tracker, mark the run finished."""
     state = run.state
     if run.best is not None and state.best_step != state.step:
         model.load_state_dict(run.best, strict=False)
-    save_checkpoint(run.run_dir, model, optimizer, state, run.best)
+    if world.main:
+        save_checkpoint(run.run_dir, model, optimizer, state, run.best)
     tracker.log({"final/best_val_loss": state.best_val_loss if run.best is not None else float("nan"), "final/peak_rss_mb": _peak_rss_mb(),
                  "final/tokens": state.tokens}, step=state.step)
     tracker.finish()
-    (run.run_dir / "status").write_text("finished")
+    if world.main:
+        (run.run_dir / "status").write_text("finished")
 
 
 def train(config: TrainConfig, snapshot: Snapshot, home: Path, *, run_dir: Path | None = None, resume: bool = False,
           progress: ProgressCallback | None = None, resolve_from: Callable[[str], Path] | None = None) -> TrainResult:
     """Train on a snapshot's train split, evaluating on its validation split. With resume, run_dir holds
-    the interrupted run, whose saved config wins."""
+    the interrupted run, whose saved config wins. Launched by torchrun, this process is one rank of the
+    run (training/distributed.py); the model comes back on the CPU, ready to export."""
     started = time.perf_counter()
     seconds: dict[str, float] = {"conversion": 0.0}
     restore_allocator = keep_freed_memory()
+    world = World.from_environment()
     try:
-        configure_cpu(config)
+        device = training_device(config.device, world)
+        join(world, device)
+        configure_cpu(config, world)
         torch.manual_seed(config.seed)
         posts = read_training_posts(snapshot)
-        model, tokenizer, description = prepare_model(config, posts.texts, posts.control_tokens, home, resolve_from, seconds)
+        model, tokenizer, description = prepare_model(config, posts.texts, posts.control_tokens, home, resolve_from, seconds, device)
+        model.to(device)
         config = as_trained(config, model)
         seconds["load"] = time.perf_counter() - started - seconds["conversion"]
         encoding = time.perf_counter()
-        blocks = prepare_blocks(config, tokenizer, posts, snapshot.name)
+        blocks = prepare_blocks(config, tokenizer, posts, snapshot.name, device)
         seconds["encoding"] = time.perf_counter() - encoding
         schedule = Schedule.of(config, len(blocks.train))
         optimizer = make_optimizer(model, schedule.peak_lr, config.weight_decay)
-        run = open_run(config, snapshot, home, run_dir=run_dir, resume=resume, model=model, optimizer=optimizer)
+        run = open_run(config, snapshot, home, run_dir=run_dir, resume=resume, model=model, optimizer=optimizer, world=world)
         run.started = started
-        bf16 = use_bf16(config.precision)
-        tracker = Tracker(config.report_to, home, run.run_id, tracked_config(config, snapshot, description, blocks, model, bf16), resume=resume)
+        bf16 = use_bf16(config.precision, device)
+        tracked = tracked_config(config, snapshot, description, blocks, model, bf16) | {"ranks": world.size, "device": str(device)}
+        tracker = Tracker(config.report_to if world.main else "none", home, run.run_id, tracked, resume=resume)
 
         def report(event: dict[str, Any]) -> None:
-            if progress:
+            if progress and world.main:
                 progress({"step": run.state.step, "total_steps": schedule.total_steps, **event})
 
-        report({"phase": "start", "description": description})
+        report({"phase": "start", "description": description + (f", {world.size} ranks" if world.distributed else "")
+                + (f", on {device}" if device.type != "cpu" else "")})
         cache = cache_bottom(config, model, blocks, bf16)
         looping, evaluation_before = time.perf_counter(), run.state.evaluation_seconds
         train_loop(config, model=model, optimizer=optimizer, blocks=blocks, schedule=schedule, run=run, tracker=tracker, bf16=bf16, report=report,
-                   cache=cache)
+                   cache=cache, world=world)
         evaluated = run.state.evaluation_seconds - evaluation_before
         seconds |= {"training": time.perf_counter() - looping - evaluated, "evaluation": evaluated}
-        finish(model, optimizer, run, tracker)
+        finish(model, optimizer, run, tracker, world)
+        model.to("cpu")
         report({"phase": "done", "stopped_because": run.state.stopped_because})
         return TrainResult(run_id=run.run_id, run_dir=run.run_dir, model=model, tokenizer=tokenizer, state=run.state, config=config,
                            base_description=description, authors=posts.writers, multi_author=posts.multi_author, bf16=bf16,
                            max_post_tokens=blocks.max_post_tokens, seconds=seconds)
     finally:
+        leave(world)
         restore_allocator()
 
 
