@@ -74,6 +74,7 @@ benchmark: $(VENV)/.installed-dev $(CHROMIUM)
 	$(PY) benchmarks/copy_filter.py
 	$(PY) benchmarks/serve.py
 	$(PY) benchmarks/personas.py
+	$(PY) benchmarks/distributed.py
 	$(PY) benchmarks/ui_load.py
 	$(PY) benchmarks/sync.py
 	$(PY) benchmarks/pipeline.py

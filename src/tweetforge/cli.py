@@ -1282,17 +1282,54 @@ def serve(
     no_ui: Annotated[bool, typer.Option("--no-ui", help="Serve the API only, without the web UI at /.")] = False,
     watch_registry_s: Annotated[float, typer.Option("--watch-registry", help="Seconds between looks at the registry: "
                                                     "a new champion is loaded and swapped in by itself.")] = 5.0,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Server processes on this port, each with its own models in memory "
+                                         "(a shared base and its adapters per process).")] = 1,
 ) -> None:
     """Serve the models over HTTP: the web UI at /, REST at /v1, OpenAPI docs at /docs, metrics at /metrics."""
+    import json
+    import os
+
     import uvicorn
 
+    options = dict(models=model or [], max_batch=max_batch, max_wait_ms=max_wait_ms, queue_size=queue_size, allow_copies=allow_copies,
+                   max_adapters=max_adapters, merged=merged, no_ui=no_ui, watch_registry_s=watch_registry_s)
+    quiet_libraries()
+    if workers > 1:  # each worker process builds its own app from these options (uvicorn imports serving_app)
+        os.environ[SERVE_OPTIONS] = json.dumps(options)
+        errors.print(f"{workers} workers on http://{host}:{port} (each loads the models itself)", highlight=False)
+        uvicorn.run("tweetforge.cli:serving_app", factory=True, workers=workers, host=host, port=port, log_level="warning")
+        return
+    app, loaded = build_serving_app(**options)
+    errors.print(f"Serving {loaded} on http://{host}:{port}", highlight=False)
+    if not no_ui:
+        errors.print(f"Web UI: http://{host}:{port}/", highlight=False)
+    errors.print(f"API: http://{host}:{port}/v1 (OpenAPI: http://{host}:{port}/docs)", highlight=False)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+SERVE_OPTIONS = "TWEETFORGE_SERVE_OPTIONS"
+
+
+def serving_app():  # type: ignore[no-untyped-def]
+    """The app of one `serve --workers N` process."""
+    import json
+    import os
+
+    quiet_libraries()
+    app, loaded = build_serving_app(**json.loads(os.environ[SERVE_OPTIONS]))
+    errors.print(f"worker {os.getpid()}: serving {loaded}", highlight=False)
+    return app
+
+
+def build_serving_app(models: list[str], max_batch: int, max_wait_ms: float, queue_size: int, allow_copies: bool, max_adapters: int,
+                      merged: bool, no_ui: bool, watch_registry_s: float):  # type: ignore[no-untyped-def]
+    """(the app with its models loaded and the registry watched, a line naming what is loaded)."""
     from tweetforge.config import get_settings
     from tweetforge.serving.app import create_app
     from tweetforge.serving.service import Service, ServiceSettings
 
-    quiet_libraries()
     settings = get_settings()
-    service = Service(engine(), ServiceSettings(model or [], max_batch, max_wait_ms, queue_size, copy_filter=not allow_copies,
+    service = Service(engine(), ServiceSettings(models, max_batch, max_wait_ms, queue_size, copy_filter=not allow_copies,
                                                 shared_base=not merged, max_adapters=max_adapters))
     service.load()
     service.watch_registry(every_s=watch_registry_s)
@@ -1306,11 +1343,7 @@ def serve(
         from tweetforge.ui.app import mount_ui
 
         app = mount_ui(app, service, admin_token=settings.admin_token)
-    errors.print(f"Serving {loaded} on http://{host}:{port}", highlight=False)
-    if not no_ui:
-        errors.print(f"Web UI: http://{host}:{port}/", highlight=False)
-    errors.print(f"API: http://{host}:{port}/v1 (OpenAPI: http://{host}:{port}/docs)", highlight=False)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    return app, loaded
 
 
 @app.command()

@@ -18,6 +18,13 @@ class Settings(BaseSettings):
     database_url: str | None = None
     """SQLAlchemy URL; default is a SQLite file in the data home (WAL mode)."""
 
+    database_pool_size: int = 5
+    """PostgreSQL connections each process keeps open (every replica and every --workers process has its own
+    pool): replicas x workers x (pool size + overflow) must stay under the server's max_connections."""
+
+    database_max_overflow: int = 5
+    """Connections a process may open beyond the pool under a burst (closed again after)."""
+
     admin_token: str | None = None
     """Bearer token for the service's admin operations; unset, they answer 403."""
 

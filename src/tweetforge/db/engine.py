@@ -40,7 +40,12 @@ def create_store_engine(url: str) -> Engine:
         engine = create_engine(url)
         _configure_sqlite(engine)
     else:
-        engine = create_engine(url, pool_pre_ping=True)
+        from tweetforge.config import get_settings
+
+        settings = get_settings()
+        # pre_ping: a connection the server dropped (a restart, a network cut) is replaced, not handed out
+        engine = create_engine(url, pool_pre_ping=True, pool_size=settings.database_pool_size, max_overflow=settings.database_max_overflow,
+                               pool_timeout=10, connect_args={"connect_timeout": 5})
     return engine
 
 

@@ -10,6 +10,7 @@ import time
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from tweetforge.serving.graphql import graphql_router
 from tweetforge.serving.metrics import Metrics
@@ -30,6 +31,15 @@ def error_response(status: int, code: str, message: str, fields: list[dict[str, 
 
 async def service_error(_request: Request, exc: ServiceError) -> JSONResponse:
     return error_response(exc.status, exc.code, exc.message, retry_after=exc.retry_after)
+
+
+async def store_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    """The database is down, unreachable or (SQLite) busy past its timeout: the request can be retried, so
+    503 rather than 500; the driver's message stays out of the answer (it names hosts and users)."""
+    busy = "locked" in str(exc) or "busy" in str(exc)
+    message = ("the store is busy with another writer; retry shortly" if busy
+               else "the store (database) cannot be reached; this replica recovers by itself when it is back, retry shortly")
+    return error_response(503, "store_busy" if busy else "store_unavailable", message, retry_after=2 if busy else 5)
 
 
 async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -66,6 +76,8 @@ def create_app(service: Service, *, admin_token: str | None = None, cors_origins
     app.middleware("http")(limit_and_measure)
     app.add_exception_handler(ServiceError, service_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+    for lost in (OperationalError, InterfaceError):  # pool_pre_ping replaces dead connections once the server is back
+        app.add_exception_handler(lost, store_unavailable)
     for area in (generation, completions, feedback, models, admin, operations):
         app.include_router(area.router)
     app.include_router(graphql_router(), prefix="/graphql", tags=["graphql"])
