@@ -85,8 +85,7 @@ async def completions(body: CompletionRequest, response: Response, service: Serv
     response.headers.update(GENERATED_HEADER)
     return CompletionResponse(
         id=f"cmpl-{first.generation_id}", created=int(time.time()), model=first.version.ref, system_fingerprint=fingerprint(first.version.ref),
-        choices=choices, usage=CompletionUsage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                               total_tokens=prompt_tokens + completion_tokens),
+        choices=choices, usage=usage_of(prompt_tokens, completion_tokens),
         tweetforge=Provenance(generation_id=first.generation_id, generation_ids=[s.generation_id for s in served], ref=first.version.ref,
                               experiment=first.experiment, variant=first.variant, user_id=first.user_id,
                               filtered_copies=sum(s.filtered_copies for s in served), dropped=sum(s.dropped for s in served)),
@@ -124,11 +123,14 @@ def stream_completions(body: CompletionRequest, service: Service, prompts: list[
             if body.stream_options and body.stream_options.include_usage:
                 prompt_tokens = sum(d["prompt_tokens"] for d in done)
                 completion_tokens = sum(post["new_tokens"] for d in done for post in d["posts"])
-                usage = CompletionUsage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                        total_tokens=prompt_tokens + completion_tokens)
-                yield chunk([], {"generated": True, "ref": ref}, usage.model_dump())
+                yield chunk([], {"generated": True, "ref": ref}, usage_of(prompt_tokens, completion_tokens).model_dump())
             yield "data: [DONE]\n\n"
         except ServiceError as exc:
             yield f"data: {json.dumps({'error': {'code': exc.code, 'message': exc.message}})}\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store", **GENERATED_HEADER})
+
+
+def usage_of(prompt_tokens: int, completion_tokens: int) -> CompletionUsage:
+    """OpenAI's usage object, for a response and for a stream's last chunk."""
+    return CompletionUsage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, total_tokens=prompt_tokens + completion_tokens)
