@@ -51,14 +51,17 @@ def table_dump(engine, *tables: str) -> dict[str, list]:
 STORE_TABLES = ("posts", "post_imports", "post_history", "imports", "import_skips")
 
 
-def run_cli(home: Path, *args: str, check: bool = True, in_subprocess: bool = False) -> subprocess.CompletedProcess:
+def run_cli(home: Path, *args: str, check: bool = True, in_subprocess: bool = False,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """`tweetforge ARGS` with TWEETFORGE_HOME=home, from home's parent folder. In-process through Typer's
     CliRunner (an exception other than the one-line errors fails the test); in_subprocess runs the
-    installed command, for the tour and for tests that kill it."""
+    installed command, for the tour and for tests that kill it. env: more variables (a database URL, artifacts)."""
+    home.parent.mkdir(parents=True, exist_ok=True)
     if in_subprocess:
-        env = {**os.environ, "TWEETFORGE_HOME": str(home), "COLUMNS": "200"}
-        env.pop("TWEETFORGE_DATABASE_URL", None)
-        result = subprocess.run([sys.executable, "-m", "tweetforge", *args], capture_output=True, text=True, env=env, cwd=home.parent)
+        variables = {**os.environ, "TWEETFORGE_HOME": str(home), "COLUMNS": "200"}
+        variables.pop("TWEETFORGE_DATABASE_URL", None)
+        result = subprocess.run([sys.executable, "-m", "tweetforge", *args], capture_output=True, text=True, env=variables | (env or {}),
+                                cwd=home.parent)
     else:
         from typer.testing import CliRunner
 
@@ -69,7 +72,7 @@ def run_cli(home: Path, *args: str, check: bool = True, in_subprocess: bool = Fa
         os.chdir(home.parent)
         get_settings.cache_clear()
         try:
-            invoked = CliRunner().invoke(app, list(args), env={"TWEETFORGE_HOME": str(home), "TWEETFORGE_DATABASE_URL": None},
+            invoked = CliRunner().invoke(app, list(args), env={"TWEETFORGE_HOME": str(home), "TWEETFORGE_DATABASE_URL": None, **(env or {})},
                                          catch_exceptions=False)
         finally:
             os.chdir(cwd)

@@ -479,7 +479,7 @@ def dataset_create(
         limit=limit,
     )
     with console.status(f"cleaning and freezing {name}…"):
-        snapshot = create_snapshot(engine(), get_settings().datasets_dir, request)
+        snapshot = create_snapshot(engine(), get_settings().datasets_location, request)
     for warning in snapshot.warnings:
         errors.print(f"[yellow]Warning:[/] {warning}", highlight=False)
     if as_json:
@@ -677,7 +677,7 @@ def train(
     if not world.main:  # rank 0 registers the run
         return
     trained = time.perf_counter()
-    version = register(engine(), home / "models", result, snapshot)
+    version = register(engine(), settings.models_location, result, snapshot)
     spent = result.seconds | {"export": time.perf_counter() - trained, "total": time.perf_counter() - started}
     summary = {**version.summary(), "seconds": {k: round(v, 1) for k, v in spent.items()}}
     if as_json:
@@ -764,6 +764,15 @@ def models_show(ref: str, as_json: JsonOption = False) -> None:
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in test.items() if v is not None)
         console.print(f"[bold]test split of {dataset}[/]: {shown}", highlight=False)
     console.print("[bold]params[/]: " + ", ".join(f"{k}={v}" for k, v in s["params"].items() if v is not None), highlight=False)
+
+
+@models_app.command("pull")
+def models_pull(ref: str) -> None:
+    """Make a version a directory on this machine (downloaded from TWEETFORGE_ARTIFACTS into the cache once,
+    checked against its sha256s) and print that directory, for transformers.pipeline or vLLM."""
+    from tweetforge.registry.versions import resolve
+
+    print(resolve(engine(), ref).path)
 
 
 @models_app.command("alias")

@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     database_max_overflow: int = 5
     """Connections a process may open beyond the pool under a burst (closed again after)."""
 
+    artifacts: str | None = None
+    """Where dataset snapshots and model versions are written: any fsspec URL (s3://bucket/prefix, gs://…,
+    file:///shared/dir) shared by every machine on the same store; unset, the data home. Credentials come
+    from the filesystem's own configuration (AWS_* variables, ~/.aws, …), never from this URL."""
+
     admin_token: str | None = None
     """Bearer token for the service's admin operations; unset, they answer 403."""
 
@@ -57,8 +62,13 @@ class Settings(BaseSettings):
         return f"sqlite:///{self.resolved_home / 'tweetforge.db'}"
 
     @property
-    def datasets_dir(self) -> Path:
-        return self.resolved_home / "datasets"
+    def datasets_location(self) -> Path | str:
+        """The data home's datasets directory, or the artifacts URL's datasets prefix."""
+        return self.artifacts.rstrip("/") + "/datasets" if self.artifacts else self.resolved_home / "datasets"
+
+    @property
+    def models_location(self) -> Path | str:
+        return self.artifacts.rstrip("/") + "/models" if self.artifacts else self.resolved_home / "models"
 
 
 @lru_cache

@@ -26,7 +26,11 @@ def atomic_directory(target: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def write_text_atomically(path: Path, text: str) -> None:
+def write_bytes_atomically(path: Path, data: bytes) -> None:
     staging = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    staging.write_text(text)
+    staging.write_bytes(data)
     os.replace(staging, path)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    write_bytes_atomically(path, text.encode())

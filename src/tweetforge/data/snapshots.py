@@ -22,6 +22,7 @@ import polars as pl
 from sqlalchemy import Engine, Row, insert, select
 
 from tweetforge import __version__
+from tweetforge.artifacts import cache_root, is_remote, join, keep_as_cached, local_directory, upload_content
 from tweetforge.data.clean import RULES_VERSION, CleaningRules, clean, cleaning_stats
 from tweetforge.data.generated import refused_by_author
 from tweetforge.data.store import read_posts
@@ -72,7 +73,8 @@ class SnapshotRequest:
 @dataclass
 class Snapshot:
     name: str
-    path: Path
+    location: str
+    """A directory, or the URL of its copy under TWEETFORGE_ARTIFACTS."""
     content_hash: str
     created_at: datetime
     rules_version: str
@@ -83,13 +85,18 @@ class Snapshot:
     warnings: list[str] = field(default_factory=list)
 
     @property
+    def path(self) -> Path:
+        """The snapshot's directory on this machine (a remote one is downloaded into the cache on first use)."""
+        return local_directory(self.location)
+
+    @property
     def data_file(self) -> Path:
         return self.path / "data.parquet"
 
     def manifest(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "path": str(self.path),
+            "path": self.location or None,  # a remote snapshot's URL names its content hash, so is not in it
             "content_hash": self.content_hash,
             "created_at": self.created_at.isoformat(),
             "rules_version": self.rules_version,
@@ -179,20 +186,22 @@ def _day(value: date | None) -> datetime | None:
     return datetime(value.year, value.month, value.day) if value else None
 
 
-def create_snapshot(engine: Engine, datasets_dir: Path, request: SnapshotRequest) -> Snapshot:
+def create_snapshot(engine: Engine, datasets_dir: Path | str, request: SnapshotRequest) -> Snapshot:
     """Clean the selected posts, split, guard the minimum data, and write the snapshot atomically:
-    the directory appears under its name only once the manifest row is committed."""
+    the directory appears under its name only once the manifest row is committed. datasets_dir is a local
+    directory, or a URL under which the snapshot goes to <name>/<tree hash>/ (artifacts.py)."""
     if not NAME_PATTERN.match(request.name):
         raise DatasetError(f"dataset name {request.name!r}: use letters, digits, '.', '_' or '-' (at most 100)")
     if not (abs(sum(request.fractions) - 1) < 1e-9 and all(f >= 0 for f in request.fractions)):
         raise DatasetError(f"split fractions {request.fractions} must be non-negative and sum to 1")
-    final = datasets_dir / request.name
+    remote = is_remote(datasets_dir)
+    final = None if remote else Path(datasets_dir) / request.name
     with engine.connect() as conn:
         if conn.execute(select(datasets.c.name).where(datasets.c.name == request.name)).first():
             raise DatasetError(f"dataset {request.name!r} exists and snapshots are immutable: choose a new name")
         frame = read_posts(conn, request.authors or None, _day(request.since), _day(request.until), request.limit)
         refused_generated = refused_by_author(conn)
-    if final.exists():
+    if final is not None and final.exists():
         raise DatasetError(f"{final} exists but is not a registered dataset: move it away or choose a new name")
     if frame.height == 0:
         who = ", ".join(request.authors) if request.authors else "any author"
@@ -228,7 +237,7 @@ def create_snapshot(engine: Engine, datasets_dir: Path, request: SnapshotRequest
     created_at = datetime.now()
     snapshot = Snapshot(
         name=request.name,
-        path=final,
+        location=str(final) if final else "",
         content_hash=content_hash(kept),
         created_at=created_at,
         rules_version=RULES_VERSION,
@@ -238,19 +247,22 @@ def create_snapshot(engine: Engine, datasets_dir: Path, request: SnapshotRequest
         posts=kept.height,
         warnings=warnings,
     )
-    datasets_dir.mkdir(parents=True, exist_ok=True)
-    staging = datasets_dir / f".tmp-{request.name}-{uuid.uuid4().hex[:8]}"
+    staging_parent = cache_root() if remote else Path(datasets_dir)
+    staging_parent.mkdir(parents=True, exist_ok=True)
+    staging = staging_parent / f".tmp-{request.name}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
         kept.write_parquet(staging / "data.parquet", compression="zstd", statistics=True)
         dropped.write_parquet(staging / "dropped.parquet", compression="zstd")
         manifest = snapshot.manifest() | {"tweetforge_version": __version__, "files": ["data.parquet", "dropped.parquet"]}
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+        if remote:
+            snapshot.location, marker = upload_content(staging, join(str(datasets_dir), request.name))
         with engine.begin() as conn:
             conn.execute(
                 insert(datasets).values(
                     name=snapshot.name,
-                    path=str(final),
+                    path=snapshot.location,
                     content_hash=snapshot.content_hash,
                     created_at=created_at,
                     rules_version=RULES_VERSION,
@@ -260,7 +272,10 @@ def create_snapshot(engine: Engine, datasets_dir: Path, request: SnapshotRequest
                     posts=snapshot.posts,
                 )
             )
-            os.replace(staging, final)
+            if not remote:
+                os.replace(staging, final)
+        if remote:
+            keep_as_cached(staging, snapshot.location, marker)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -270,7 +285,7 @@ def create_snapshot(engine: Engine, datasets_dir: Path, request: SnapshotRequest
 def _from_row(row: Row) -> Snapshot:
     return Snapshot(
         name=row.name,
-        path=Path(row.path),
+        location=row.path,
         content_hash=row.content_hash,
         created_at=row.created_at,
         rules_version=row.rules_version,

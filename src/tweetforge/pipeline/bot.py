@@ -130,7 +130,7 @@ def run_bot(
     from tweetforge.config import get_settings
 
     run.dataset = next_dataset_name(engine, run.name)
-    snapshot = create_snapshot(engine, get_settings().datasets_dir, SnapshotRequest(name=run.dataset, authors=tuple(run.authors)))
+    snapshot = create_snapshot(engine, get_settings().datasets_location, SnapshotRequest(name=run.dataset, authors=tuple(run.authors)))
     done("snapshot", started)
 
     started = time.perf_counter()
@@ -140,7 +140,7 @@ def run_bot(
     config = TrainConfig(dataset=run.dataset, name=run.name, max_minutes=minutes, report_to=report_to,
                          **({"base": base} if base else {}))
     result = train(config, snapshot, home, progress=train_progress, resolve_from=lambda ref: resolve(engine, ref).path)
-    run.version = register(engine, home / "models", result, snapshot)
+    run.version = register(engine, get_settings().models_location, result, snapshot)
     done("train", started)
 
     started = time.perf_counter()

@@ -191,7 +191,7 @@ def retrain(engine: Engine, home: Path, log: Log, name: str, version: int, datas
             fractions=tuple(champion_snapshot.filters.get("fractions") or SnapshotRequest.fractions),  # type: ignore[arg-type]
             balance=bool(champion_snapshot.filters.get("balance")), pipeline_of=name,
         )
-        snapshot = create_snapshot(engine, get_settings().datasets_dir, request)
+        snapshot = create_snapshot(engine, get_settings().datasets_location, request)
         log.finish(step, "ok", {"dataset": snapshot.name, "new_kept_posts": new, "posts": snapshot.posts})
     else:
         log.finish(step, "ok", {"dataset": snapshot.name, "reused": True, "posts": snapshot.posts})
@@ -211,7 +211,7 @@ def retrain(engine: Engine, home: Path, log: Log, name: str, version: int, datas
             dataset=snapshot.name, name=name, from_model=champion_ref, max_minutes=settings.train_minutes, report_to=settings.report_to)
         result = train(config, snapshot, home, run_dir=run_dir, resume=run_dir is not None,
                        resolve_from=lambda ref: resolve(engine, ref).path)
-        challenger = register(engine, home / "models", result, snapshot)
+        challenger = register(engine, get_settings().models_location, result, snapshot)
     except TweetforgeError as exc:
         log.finish(step, "failed", error=str(exc))
         raise

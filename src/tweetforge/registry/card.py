@@ -7,6 +7,8 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from tweetforge.artifacts import is_remote
+
 if TYPE_CHECKING:
     from tweetforge.data.snapshots import Snapshot
     from tweetforge.registry.versions import ModelVersion
@@ -23,6 +25,10 @@ def _num(value: Any, digits: int = 3) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _directory(version: ModelVersion) -> str:
+    return "DIRECTORY" if is_remote(version.location) else version.location
 
 
 def model_card(version: ModelVersion, snapshot: Snapshot, history: list[dict], results: Sequence[str] = ()) -> str:
@@ -105,10 +111,12 @@ def model_card(version: ModelVersion, snapshot: Snapshot, history: list[dict], r
     lines += [
         "## How to use",
         "",
+        *([f"This version is stored at `{version.location}`; `tweetforge models pull {version.ref}` downloads it and prints "
+           "the DIRECTORY to load.", ""] if is_remote(version.location) else []),
         "```python",
         "from transformers import pipeline",
-        f"generator = pipeline('text-generation', model='{version.path}')" if version.kind != "lstm" else
-        f"import tweetforge.models.lstm  # registers the LSTM architecture\ngenerator = pipeline('text-generation', model='{version.path}')",
+        f"generator = pipeline('text-generation', model='{_directory(version)}')" if version.kind != "lstm" else
+        f"import tweetforge.models.lstm  # registers the LSTM architecture\ngenerator = pipeline('text-generation', model='{_directory(version)}')",
         "generator('My dream is', num_return_sequences=5)",
         "```",
         "",

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, Row, delete, func, insert, select, update
 
+from tweetforge.artifacts import cache_root, is_remote, join, keep_as_cached, local_directory, publish_version, upload_content, write_document
 from tweetforge.db.schema import model_aliases, model_versions
 from tweetforge.errors import TweetforgeError
-from tweetforge.files import write_text_atomically
 from tweetforge.registry.adapters import ADAPTER_DIR, save_adapter
 
 if TYPE_CHECKING:
@@ -38,7 +38,8 @@ class ModelVersion:
     name: str
     version: int
     kind: str
-    path: Path
+    location: str
+    """Its directory, or the URL of its copy under TWEETFORGE_ARTIFACTS."""
     base: str
     dataset: str
     dataset_hash: str
@@ -49,12 +50,17 @@ class ModelVersion:
     aliases: list[str] = field(default_factory=list)
 
     @property
+    def path(self) -> Path:
+        """The version's directory on this machine (a remote one is downloaded into the cache on first use)."""
+        return local_directory(self.location)
+
+    @property
     def ref(self) -> str:
         return f"{self.name}:{self.version}"
 
     def summary(self) -> dict[str, Any]:
         return {
-            "ref": self.ref, "name": self.name, "version": self.version, "kind": self.kind, "path": str(self.path),
+            "ref": self.ref, "name": self.name, "version": self.version, "kind": self.kind, "path": self.location,
             "base": self.base, "dataset": self.dataset, "dataset_hash": self.dataset_hash, "run_id": self.run_id,
             "params": self.params, "metrics": self.metrics, "created_at": self.created_at.isoformat(), "aliases": self.aliases,
         }
@@ -76,7 +82,7 @@ def _aliases(conn: Connection, name: str) -> dict[int, list[str]]:
 
 def _version(row: Row, aliases: dict[int, list[str]]) -> ModelVersion:
     return ModelVersion(
-        name=row.name, version=row.version, kind=row.kind, path=Path(row.path), base=row.base, dataset=row.dataset,
+        name=row.name, version=row.version, kind=row.kind, location=row.path, base=row.base, dataset=row.dataset,
         dataset_hash=row.dataset_hash, run_id=row.run_id, params=row.params, metrics=row.metrics,
         created_at=row.created_at, aliases=sorted(aliases.get(row.version, [])),
     )
@@ -156,10 +162,12 @@ def parent_adapter(engine: Engine, from_model: str | None) -> tuple[Path, dict[s
     return (parent.path, parent.params["adapter"]) if parent.params.get("adapter") else None
 
 
-def register(engine: Engine, models_dir: Path, result: TrainResult, snapshot: Snapshot) -> ModelVersion:
+def register(engine: Engine, models_dir: Path | str, result: TrainResult, snapshot: Snapshot) -> ModelVersion:
     """Export a finished run as the next version of its name: merged weights (safetensors), tokenizer,
     generation config, metadata and a model card, written beside and renamed into place once the row is in.
-    A LoRA run also keeps its unmerged adapter (registry/adapters.py) for serving on a shared base."""
+    A LoRA run also keeps its unmerged adapter (registry/adapters.py) for serving on a shared base.
+    models_dir may be a URL (TWEETFORGE_ARTIFACTS): the content is uploaded under its tree hash first, the
+    version's documents and marker once its number is taken, and the row committed last (artifacts.py)."""
     from transformers import GenerationConfig
 
     from tweetforge.registry.card import model_card
@@ -168,8 +176,10 @@ def register(engine: Engine, models_dir: Path, result: TrainResult, snapshot: Sn
 
     config = result.config
     name = config.model_name
-    models_dir.mkdir(parents=True, exist_ok=True)
-    staging = models_dir / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+    remote = is_remote(models_dir)
+    staging_parent = cache_root() if remote else Path(models_dir)
+    staging_parent.mkdir(parents=True, exist_ok=True)
+    staging = staging_parent / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
         adapter = save_adapter(result.model, staging / ADAPTER_DIR, parent_adapter(engine, config.from_model)) if is_peft(result.model) else None
@@ -213,22 +223,28 @@ def register(engine: Engine, models_dir: Path, result: TrainResult, snapshot: Sn
         history = state.history
         if history:
             plot_training_curve(history, staging / "training_curve.png")
+        content = upload_content(staging, join(str(models_dir), name, "content"))[1] if remote else None
         with engine.begin() as conn:
             version = (conn.execute(select(func.max(model_versions.c.version)).where(model_versions.c.name == name)).scalar() or 0) + 1
-            final = models_dir / name / str(version)
+            final = join(str(models_dir), name, str(version)) if remote else str(Path(models_dir) / name / str(version))
             entry = ModelVersion(
-                name=name, version=version, kind=kind, path=final, base=result.base_description, dataset=snapshot.name,
+                name=name, version=version, kind=kind, location=final, base=result.base_description, dataset=snapshot.name,
                 dataset_hash=snapshot.content_hash, run_id=result.run_id, params=params, metrics=metrics, created_at=datetime.now(),
             )
             info = {**entry.summary(), "history": history, "generation": defaults}
             (staging / "tweetforge.json").write_text(json.dumps(info, indent=2, default=str))
             (staging / "README.md").write_text(model_card(entry, snapshot, history))
             conn.execute(insert(model_versions).values(
-                name=name, version=version, kind=kind, path=str(final), base=entry.base, dataset=entry.dataset,
+                name=name, version=version, kind=kind, path=final, base=entry.base, dataset=entry.dataset,
                 dataset_hash=entry.dataset_hash, run_id=entry.run_id, params=params, metrics=metrics, created_at=entry.created_at,
             ))
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging, final)
+            if content is not None:
+                keep = publish_version(final, content, staging)
+            else:
+                Path(final).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staging, final)
+        if content is not None:
+            keep_as_cached(staging, final, keep)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return entry
@@ -261,10 +277,9 @@ def update_metrics(engine: Engine, version: ModelVersion, change: Callable[[dict
         metrics = change(dict(conn.execute(select(model_versions.c.metrics).where(*where)).scalar_one()))
         conn.execute(update(model_versions).where(*where).values(metrics=metrics))
     updated = resolve(engine, version.ref)
-    info_path = version.path / "tweetforge.json"
-    info = json.loads(info_path.read_text())
+    info = json.loads((version.path / "tweetforge.json").read_text())
     info.update({"metrics": updated.metrics})
-    write_text_atomically(info_path, json.dumps(info, indent=2, default=str))
+    write_document(version.location, "tweetforge.json", json.dumps(info, indent=2, default=str))
     return updated
 
 
@@ -274,4 +289,4 @@ def rewrite_card(engine: Engine, version: ModelVersion, results: list[str]) -> N
     from tweetforge.registry.card import model_card
 
     info = json.loads((version.path / "tweetforge.json").read_text())
-    write_text_atomically(version.path / "README.md", model_card(version, get_snapshot(engine, version.dataset), info.get("history", []), results))
+    write_document(version.location, "README.md", model_card(version, get_snapshot(engine, version.dataset), info.get("history", []), results))
