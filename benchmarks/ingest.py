@@ -19,7 +19,15 @@ Each side runs in its own subprocess, so its peak RSS (getrusage of that child) 
               `Series.apply`: retweet test, html.unescape + URL removal + whitespace collapse, the
               short-post test, the blake2b split; `drop_duplicates` per author; one Parquet file.
 
-Usage: .venv/bin/python benchmarks/ingest.py [--posts N] [--only tweetforge|baseline] [--profile]
+With a PostgreSQL database (--postgres URL, default $TWEETFORGE_TEST_POSTGRES_URL; skipped without one),
+the same files are then imported into it three ways, each side in its own subprocess on emptied tables:
+
+  postgres-copy    `ingest` per file, the staging rows written with COPY (the default on PostgreSQL)
+  postgres-insert  the same with stage_with="insert": the multi-row INSERTs used before COPY
+  postgres-pandas  the baseline's pandas `read_csv`, then `DataFrame.to_sql` into a plain table
+
+Usage: .venv/bin/python benchmarks/ingest.py [--posts N] [--only tweetforge|baseline|postgres]
+                                             [--postgres URL] [--profile]
 Results and the profile: benchmarks/RESULTS.md
 """
 
@@ -187,13 +195,11 @@ def base_split(key: str) -> str:
     return "train" if u < 0.90 else "validation" if u < 0.95 else "test"
 
 
-def run_baseline(data: Path, out: Path) -> dict:
+def read_frame(data: Path):  # type: ignore[no-untyped-def]
+    """Every generated post as one pandas frame, dates parsed vectorized (the baseline's read_csv step)."""
     import pandas as pd
 
-    started = time.perf_counter()
-    steps = {}
     frames = []
-    t = time.perf_counter()
     for order, (path, fmt, author) in enumerate(_generated(data)):
         if fmt == "kaggle":
             df = pd.read_csv(
@@ -248,6 +254,14 @@ def run_baseline(data: Path, out: Path) -> dict:
         frames.append(frame)
     posts = pd.concat(frames, ignore_index=True)
     posts["text"] = posts["text"].fillna("")
+    return posts
+
+
+def run_baseline(data: Path, out: Path) -> dict:
+    started = time.perf_counter()
+    steps = {}
+    t = time.perf_counter()
+    posts = read_frame(data)
     records = len(posts)
     steps["read_csv"] = time.perf_counter() - t
 
@@ -284,11 +298,103 @@ def derived(author: str, when: str, text: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------
+# PostgreSQL: the same import through COPY, through the multi-row INSERTs, and pandas' to_sql
+
+POSTGRES_URL_VARIABLE = "TWEETFORGE_BENCH_POSTGRES_URL"
+"""How the driver hands the URL to its children: an environment variable keeps the password out of `ps`."""
+PANDAS_TABLE = "bench_pandas_posts"
+POSTGRES_SIDES = {"postgres-copy": "copy", "postgres-insert": "insert", "postgres-pandas": None}
+
+
+def empty_postgres(url: str):  # type: ignore[no-untyped-def]
+    """The store's tables dropped and made again (not timed), so every side starts from the same empty database."""
+    from sqlalchemy import text
+
+    from tweetforge.db.engine import create_store_engine
+    from tweetforge.db.migrate import upgrade
+    from tweetforge.db.schema import metadata
+
+    engine = create_store_engine(url)
+    metadata.drop_all(engine)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+        conn.execute(text(f"DROP TABLE IF EXISTS {PANDAS_TABLE}"))
+    upgrade(engine)
+    return engine
+
+
+def run_postgres_tweetforge(data: Path, url: str, stage_with: str) -> dict:
+    """`ingest` of each file (what `tweetforge ingest` does) into an empty PostgreSQL store, staging
+    through COPY or through INSERTs; "staging" is the time inside stage(), which this side wraps."""
+    import tweetforge.data.ingest as ingest_module
+    from tweetforge.data.sources import ReadOptions, open_source
+    from tweetforge.data.store import STAGE_WITH, stage
+
+    engine = empty_postgres(url).execution_options(**{STAGE_WITH: stage_with})
+    staging = 0.0
+
+    def timed_stage(conn, batch) -> None:  # type: ignore[no-untyped-def]
+        nonlocal staging
+        t = time.perf_counter()
+        stage(conn, batch)
+        staging += time.perf_counter() - t
+
+    ingest_module.stage = timed_stage
+    started = time.perf_counter()
+    records = stored = 0
+    steps = {}
+    for path, fmt, author in _generated(data):
+        t = time.perf_counter()
+        result = ingest_module.ingest(engine, open_source(str(path), fmt, ReadOptions(author=author)))
+        steps[f"ingest {path.name}"] = time.perf_counter() - t
+        records += result.records
+        stored += result.new
+    seconds = time.perf_counter() - started
+    steps["of which staging"] = staging
+    return {"seconds": seconds, "steps": steps, "records": records, "stored": stored, "write_s": staging}
+
+
+def run_postgres_pandas(data: Path, url: str) -> dict:
+    """The baseline's read_csv, then `DataFrame.to_sql` into a plain table: no key, no merge, no history."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)
+    empty_postgres(url).dispose()
+    started = time.perf_counter()
+    posts = read_frame(data)
+    steps = {"read_csv": time.perf_counter() - started}
+    t = time.perf_counter()
+    posts = posts.rename(columns={"retweet_flag": "is_retweet"})[
+        ["network", "post_id", "author", "text", "created_at", "is_retweet", "likes", "reposts"]
+    ]
+    posts.to_sql(PANDAS_TABLE, engine, if_exists="replace", index=False)
+    steps["to_sql"] = time.perf_counter() - t
+    return {"seconds": time.perf_counter() - started, "steps": steps, "records": len(posts), "stored": len(posts), "write_s": steps["to_sql"]}
+
+
+def postgres_version(url: str) -> str:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SHOW server_version")).scalar()
+    finally:
+        engine.dispose()
+
+
+# ----------------------------------------------------------------------------------------------------
 # driver
 
 
 def child(side: str, data: Path, out: Path, profile: Path | None) -> None:
-    run = run_tweetforge if side == "tweetforge" else run_baseline
+    if side in POSTGRES_SIDES:
+        url, stage_with = os.environ[POSTGRES_URL_VARIABLE], POSTGRES_SIDES[side]
+
+        def run(data: Path, _out: Path) -> dict:
+            return run_postgres_pandas(data, url) if stage_with is None else run_postgres_tweetforge(data, url, stage_with)
+    else:
+        run = run_tweetforge if side == "tweetforge" else run_baseline
     if profile:
         import cProfile
 
@@ -300,7 +406,7 @@ def child(side: str, data: Path, out: Path, profile: Path | None) -> None:
     print(json.dumps(result))
 
 
-def run_side(side: str, data: Path, profile: bool) -> dict:
+def run_side(side: str, data: Path, profile: bool, env: dict[str, str] | None = None) -> dict:
     """Run one side in a fresh interpreter; its peak RSS is that child's own getrusage."""
     out = Path(tempfile.mkdtemp(prefix=f"{side}-", dir=WORK))
     try:
@@ -308,7 +414,7 @@ def run_side(side: str, data: Path, profile: bool) -> dict:
         if profile:
             command += ["--profile-to", str(WORK / f"{side}.prof")]
         started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
         output = process.stdout.read()  # type: ignore[union-attr]
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
@@ -328,34 +434,8 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {mem / 1024**2:.1f} GiB RAM, Python {platform.python_version()}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--posts", type=int, default=1_000_000, help="posts to generate and import (default 1,000,000)")
-    parser.add_argument("--profile", action="store_true", help="also write cProfile stats of each side to benchmarks/.work")
-    parser.add_argument("--only", choices=("tweetforge", "baseline"), help="run one side only")
-    parser.add_argument("--side", choices=("tweetforge", "baseline"), help=argparse.SUPPRESS)
-    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--profile-to", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.side:
-        child(args.side, args.data, args.out, args.profile_to)
-        return
-
-    from rich.console import Console
+def report_sqlite(console, args: argparse.Namespace, data: Path) -> None:  # type: ignore[no-untyped-def]
     from rich.table import Table
-
-    console = Console() if sys.stdout.isatty() else Console(width=120)
-    missing = [name for name, _, _ in FILES if not (SHARED / name).exists()]
-    if missing:
-        sys.exit(f"missing input data in {SHARED}: {', '.join(missing)}")
-    if args.posts < len(FILES):
-        sys.exit(f"--posts must be at least {len(FILES)}")
-    WORK.mkdir(parents=True, exist_ok=True)
-    console.print(f"machine: {machine()}")
-    with console.status(f"generating {args.posts:,} posts from {SHARED} ..."):
-        data = generate(args.posts)
-    console.print(f"data: {data} ({sum(p.stat().st_size for p in data.glob('*.csv')) / 2**20:,.0f} MiB of CSV)")
 
     results = {}
     for side in ("tweetforge", "baseline"):
@@ -402,6 +482,93 @@ def main() -> None:
                 "file with the same text and are not stored, the baseline drops them later as duplicate texts"
             )
         console.print(note + ". Most generated posts repeat an earlier text: both sides drop them as duplicates.")
+
+
+def report_postgres(console, args: argparse.Namespace, data: Path, url: str) -> None:  # type: ignore[no-untyped-def]
+    from rich.table import Table
+    from sqlalchemy.engine import make_url
+
+    shown = make_url(url).render_as_string(hide_password=True)
+    console.print(f"PostgreSQL {postgres_version(url)} at {shown} (its tweetforge tables are dropped before each side)")
+    results = {}
+    for side in POSTGRES_SIDES:
+        with console.status(f"{side}: import of {args.posts:,} posts into PostgreSQL ..."):
+            results[side] = run_side(side, data, args.profile, env={POSTGRES_URL_VARIABLE: url})
+        r = results[side]
+        steps = ", ".join(f"{name} {s:.1f} s" for name, s in r["steps"].items())
+        console.print(f"{side}: {r['seconds']:.1f} s ({steps})")
+
+    table = Table(title=f"import of {args.posts:,} posts into PostgreSQL (seconds: the work, imports excluded)")
+    for column in ("side", "seconds", "posts/s", "staging / to_sql s", "peak RSS", "rows stored"):
+        table.add_column(column, justify="left" if column == "side" else "right")
+    for side, r in results.items():
+        table.add_row(
+            side,
+            f"{r['seconds']:.1f}",
+            f"{args.posts / r['seconds']:,.0f}",
+            f"{r['write_s']:.1f}",
+            f"{r['peak_rss_mib']:,.0f} MiB",
+            f"{r['stored']:,}",
+        )
+    console.print(table)
+    copy, insert, pandas = (results[side]["seconds"] for side in POSTGRES_SIDES)
+    console.print(
+        f"ratios (posts/s): COPY / INSERT [bold]{insert / copy:.2f}x[/bold], COPY / pandas [bold]{pandas / copy:.2f}x[/bold], "
+        f"INSERT / pandas {pandas / insert:.2f}x; staging alone: COPY / INSERT "
+        f"{results['postgres-insert']['write_s'] / results['postgres-copy']['write_s']:.2f}x"
+    )
+    if results["postgres-copy"]["stored"] != results["postgres-insert"]["stored"]:
+        console.print("[yellow]COPY and INSERT stored different numbers of posts[/yellow]")
+    console.print(
+        "tweetforge merges into the keyed store (idempotent, edit history, one transaction per file) and skips ids "
+        "repeated in a file; pandas appends every row to a plain table"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--posts", type=int, default=1_000_000, help="posts to generate and import (default 1,000,000)")
+    parser.add_argument("--profile", action="store_true", help="also write cProfile stats of each side to benchmarks/.work")
+    parser.add_argument("--only", choices=("tweetforge", "baseline", "postgres"), help="run one side (or the PostgreSQL section) only")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        default=os.environ.get("TWEETFORGE_TEST_POSTGRES_URL"),
+        help="a scratch PostgreSQL database for the PostgreSQL section: its tweetforge tables are dropped "
+        "(default: $TWEETFORGE_TEST_POSTGRES_URL; without either the section is skipped)",
+    )
+    parser.add_argument("--side", choices=("tweetforge", "baseline", *POSTGRES_SIDES), help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--profile-to", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        child(args.side, args.data, args.out, args.profile_to)
+        return
+
+    from rich.console import Console
+
+    console = Console() if sys.stdout.isatty() else Console(width=120)
+    missing = [name for name, _, _ in FILES if not (SHARED / name).exists()]
+    if missing:
+        sys.exit(f"missing input data in {SHARED}: {', '.join(missing)}")
+    if args.posts < len(FILES):
+        sys.exit(f"--posts must be at least {len(FILES)}")
+    if args.only == "postgres" and not args.postgres:
+        sys.exit("--only postgres needs --postgres URL (or TWEETFORGE_TEST_POSTGRES_URL)")
+    WORK.mkdir(parents=True, exist_ok=True)
+    console.print(f"machine: {machine()}")
+    with console.status(f"generating {args.posts:,} posts from {SHARED} ..."):
+        data = generate(args.posts)
+    console.print(f"data: {data} ({sum(p.stat().st_size for p in data.glob('*.csv')) / 2**20:,.0f} MiB of CSV)")
+
+    if args.only != "postgres":
+        report_sqlite(console, args, data)
+    if args.only in (None, "postgres"):
+        if args.postgres:
+            report_postgres(console, args, data, args.postgres)
+        else:
+            console.print("PostgreSQL section skipped: pass --postgres URL (a scratch database) or set TWEETFORGE_TEST_POSTGRES_URL")
 
 
 if __name__ == "__main__":

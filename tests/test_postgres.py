@@ -174,3 +174,148 @@ def test_postgres_runs_a_bot_and_a_watch_cycle(pg, monkeypatch, tmp_path, tiny_g
         get_settings.cache_clear()
     assert cycle.outcome == "ok" and [(s["step"], s["outcome"]) for s in cycle.steps if s["step"] != "cycle"][-1] == ("gate", "promoted")
     assert resolve(pg, "alice:champion").version == 2
+
+
+AWKWARD_TEXTS = (
+    "a tab\there and\ttwo",
+    "line one\nline two\r\nline three\rend",
+    "back\\slash, \\t and \\n spelled out, a trailing one\\",
+    "\\N",  # the text COPY format's NULL marker, as a post
+    "\\.",  # its end-of-data marker
+    "quotes ' \" ` and a comma, here",
+    "emoji 🤣 🇺🇸 👩‍👩‍👧 and 𝕏",
+    "",
+    "   spaces around   ",
+)
+
+
+def write_jsonl(path, posts: list[dict]):
+    import json
+
+    path.write_text("".join(json.dumps(post) + "\n" for post in posts), encoding="utf-8")
+    return path
+
+
+def awkward_posts() -> list[dict]:
+    posts = [
+        {"id": f"awk-{n}", "author": "ann", "text": text, "created_at": "2024-01-02T03:04:05.123456", "favorite_count": n, "lang": "en"}
+        for n, text in enumerate(AWKWARD_TEXTS)
+    ]
+    posts += [
+        {"id": "nulls", "author": "ann", "text": "no time, no counts, no language"},
+        {"id": "zeros", "author": "ann", "text": "zero counts", "favorite_count": 0, "retweet_count": 0, "created_at": "2024-01-01T00:00:00"},
+        {"id": "offset", "author": "ann", "text": "a time with an offset", "created_at": "2024-06-30T23:30:00-02:00"},
+        {"id": "reply", "author": "ann", "text": "a reply to someone unknown", "in_reply_to_status_id_str": "99"},
+        {"id": "at://did:plc:" + "x" * 250, "author": "ann", "text": "a long Bluesky-like id"},
+        {"id": "rt", "author": "ann", "text": "RT @bob: a repost"},
+    ]
+    return posts
+
+
+def imported_tables(engine, files) -> tuple[list[tuple[int, int, int]], dict[str, list]]:
+    counts = [(r.new, r.updated, r.unchanged) for r in (load(engine, f) for f in files)]
+    return counts, table_dump(engine, "posts", "post_imports", "post_history")
+
+
+def test_postgres_copy_stores_exactly_what_inserts_store(pg, tmp_path):
+    """Staging through COPY (the default) and through the multi-row INSERTs keep the same posts, counts and
+    history, whatever the text holds; the texts come back exactly as the file had them."""
+    from sqlalchemy import event, text
+
+    from tweetforge.data.store import STAGE_WITH
+    from tweetforge.db.migrate import upgrade
+
+    first = write_jsonl(tmp_path / "first.jsonl", awkward_posts())
+    edited = awkward_posts()
+    edited[1]["text"] = "edited:\ta tab, a newline\n, a backslash \\ and \\N 🤣"
+    edited.append({"id": "new", "author": "ann", "text": "a new post\\N\twith\nall of it"})
+    second = write_jsonl(tmp_path / "second.jsonl", edited)
+    files = (first, second, second, first)
+
+    staging_inserts = []
+
+    @event.listens_for(pg, "before_cursor_execute")
+    def seen(_conn, _cursor, statement, *_):  # a COPY goes past SQLAlchemy's statement events
+        if statement.startswith("INSERT INTO staging_posts"):
+            staging_inserts.append(statement)
+
+    through_inserts = imported_tables(pg.execution_options(**{STAGE_WITH: "insert"}), files)
+    assert staging_inserts
+    drop_everything()
+    upgrade(pg)
+    staging_inserts.clear()
+    through_copy = imported_tables(pg, files)
+    assert not staging_inserts
+
+    assert through_copy == through_inserts
+    n = len(awkward_posts())
+    assert through_copy[0] == [(n, 0, 0), (1, 1, n - 1), (0, 0, n + 1), (0, 1, n - 1)]
+    with pg.connect() as conn:
+        stored = dict(conn.execute(text("SELECT post_id, text FROM posts")).all())
+        history = conn.execute(text("SELECT post_id, text, replaced_by_import_id FROM post_history ORDER BY id")).all()
+        nulls = conn.execute(text("SELECT created_at, likes, reposts, language, reply_to FROM posts WHERE post_id = 'nulls'")).one()
+        reply_to = conn.execute(text("SELECT reply_to FROM posts WHERE post_id = 'reply'")).scalar()
+        times = dict(conn.execute(text("SELECT post_id, created_at FROM posts WHERE post_id IN ('awk-0', 'offset')")).all())
+    assert [stored[f"awk-{n}"] for n in range(len(AWKWARD_TEXTS))] == list(AWKWARD_TEXTS)  # the fourth import put awk-1 back
+    assert stored["new"] == "a new post\\N\twith\nall of it"
+    assert [tuple(h) for h in history] == [("awk-1", AWKWARD_TEXTS[1], 2), ("awk-1", edited[1]["text"], 4)]
+    assert tuple(nulls) == (None, None, None, None, None) and reply_to == ""
+    assert str(times["awk-0"]) == "2024-01-02 03:04:05.123456" and str(times["offset"]) == "2024-07-01 01:30:00"
+
+
+def many_posts(count: int, start: int = 0) -> list[dict]:
+    return [{"id": str(n), "author": "ann", "text": f"post number {n}\twith a tab and a \\ backslash"} for n in range(start, start + count)]
+
+
+@pytest.mark.parametrize("stage_with", ["copy", "insert"])
+def test_postgres_failed_import_after_many_good_posts_changes_nothing(pg, tmp_path, stage_with):
+    """A bad record, or a text PostgreSQL refuses (a NUL), after more posts than one staging batch: the
+    import stops, the store is as it was, and the same connections import the good file afterwards."""
+    from sqlalchemy.exc import DataError
+
+    from tweetforge.data.store import STAGE_BATCH, STAGE_WITH
+
+    engine = pg.execution_options(**{STAGE_WITH: stage_with})
+    load(engine, write_jsonl(tmp_path / "earlier.jsonl", many_posts(100, start=10**6)))
+    before = table_dump(pg, *STORE_TABLES)
+    good = many_posts(STAGE_BATCH + 5_000)
+    broken = write_jsonl(tmp_path / "broken.jsonl", good)
+    with broken.open("a", encoding="utf-8") as f:
+        f.write("{not json\n")
+    with pytest.raises(SourceError, match=rf"line {len(good) + 1}: not valid JSON"):
+        load(engine, broken)
+    assert table_dump(pg, *STORE_TABLES) == before
+
+    with_nul = write_jsonl(tmp_path / "nul.jsonl", good + [{"id": "nul", "author": "ann", "text": "a NUL \u0000 inside"}])
+    with pytest.raises(DataError):  # as the INSERT path refuses it
+        load(engine, with_nul)
+    assert table_dump(pg, *STORE_TABLES) == before
+
+    assert load(engine, write_jsonl(tmp_path / "good.jsonl", good)).new == len(good)
+
+
+def test_postgres_copy_interrupted_by_its_posts_changes_nothing(pg, tmp_path):
+    """The posts a COPY streams can fail half way (a live source's page that cannot be read): the
+    transaction rolls back whole, and the same connection stages and merges the next import."""
+    from tweetforge.data.post import Post
+    from tweetforge.data.store import begin_staging, merge_staged, stage
+
+    load(pg, write_jsonl(tmp_path / "earlier.jsonl", many_posts(100)))
+    before = table_dump(pg, *STORE_TABLES)
+
+    def posts_then_a_lost_page():
+        for n in range(5_000):
+            yield Post("twitter", f"live-{n}", "ann", f"live post {n}")
+        raise ConnectionError("page 3 could not be read")
+
+    with pg.connect() as conn:
+        with pytest.raises(ConnectionError, match="page 3"), conn.begin():
+            begin_staging(conn)
+            stage(conn, [Post("twitter", "first", "ann", "a first batch went through")])
+            stage(conn, posts_then_a_lost_page())
+        assert table_dump(pg, *STORE_TABLES) == before
+        with conn.begin():
+            begin_staging(conn)
+            stage(conn, [Post("twitter", f"live-{n}", "ann", f"live post {n}") for n in range(50)])
+            counts = merge_staged(conn, 1)
+    assert (counts.new, counts.updated, counts.unchanged) == (50, 0, 0)

@@ -7,7 +7,7 @@ import gc
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from itertools import chain
 
 import polars as pl
@@ -22,6 +22,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import DBAPIError
 
 from tweetforge.data.post import Post
 from tweetforge.db.schema import (
@@ -89,9 +90,15 @@ ROWS_PER_INSERT = 50
 every SQLite build's limit)."""
 
 
-def stage(conn: Connection, batch: Iterable[Post]) -> None:
-    """Bulk-insert posts into the staging table through the driver's executemany: SQLAlchemy's
-    per-row parameter processing would cost more than the insert itself on large imports."""
+def _staging_insert_sql(conn: Connection, rows: int = 1) -> str:
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    values = ", ".join([f"({', '.join([marker] * len(POST_COLUMNS))})"] * rows)
+    return f"INSERT INTO {staging_posts.name} ({', '.join(POST_COLUMNS)}) VALUES {values}"
+
+
+def insert_into_staging(conn: Connection, batch: Iterable[Post]) -> None:
+    """Multi-row INSERTs through the driver's executemany: SQLAlchemy's per-row parameter processing
+    would cost more than the insert itself on large imports."""
     # SQLite gets the text form SQLAlchemy's SQLite DateTime type writes and reads back
     as_text = conn.dialect.name == "sqlite"
     rows = [
@@ -111,10 +118,51 @@ def stage(conn: Connection, batch: Iterable[Post]) -> None:
         conn.exec_driver_sql(_staging_insert_sql(conn), rows[whole:])
 
 
-def _staging_insert_sql(conn: Connection, rows: int = 1) -> str:
-    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    values = ", ".join([f"({', '.join([marker] * len(POST_COLUMNS))})"] * rows)
-    return f"INSERT INTO {staging_posts.name} ({', '.join(POST_COLUMNS)}) VALUES {values}"
+COPY_INTO_STAGING = f"COPY {staging_posts.name} ({', '.join(POST_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+STAGING_COPY_TYPES = ("text", "text", "text", "text", "timestamp", "bool", "text", "int8", "int8", "text")
+"""PostgreSQL types of POST_COLUMNS as the binary COPY sends them (varchar columns take text)."""
+
+
+def _utc_naive(moment: datetime) -> datetime:
+    """An aware time as the INSERT path stores it on a UTC session (the server converts a timestamptz);
+    a COPY would otherwise drop the offset. Sources yield naive UTC times already."""
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def copy_into_staging(conn: Connection, batch: Iterable[Post]) -> None:
+    """COPY FROM STDIN on the transaction's own psycopg connection: one stream instead of thousands of
+    INSERT statements for the server to parse and plan, and binary rows the driver packs in C."""
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    try:
+        with conn.connection.driver_connection.cursor() as cursor, cursor.copy(COPY_INTO_STAGING) as copy:
+            copy.set_types(STAGING_COPY_TYPES)
+            write = copy.write_row
+            for p in batch:
+                created_at = p.created_at
+                if created_at is not None and created_at.tzinfo is not None:
+                    created_at = _utc_naive(created_at)
+                write((p.network, p.post_id, p.author, p.text, created_at,
+                       p.is_retweet, p.reply_to, p.likes, p.reposts, p.language))
+    except dbapi_error as exc:
+        # the same exception classes as the INSERT path raises through SQLAlchemy (the service maps them)
+        raise DBAPIError.instance(COPY_INTO_STAGING, None, exc, dbapi_error, dialect=conn.dialect) from exc
+
+
+STAGE_WITH = "stage_with"
+"""Execution option choosing how stage() writes on PostgreSQL (psycopg 3): "copy", the default, or
+"insert", the multi-row INSERTs every other database gets (the baseline of benchmarks/ingest.py):
+`ingest(engine.execution_options(stage_with="insert"), source)`."""
+
+
+def stage(conn: Connection, batch: Iterable[Post]) -> None:
+    """Bulk-write posts into the staging table, in the caller's transaction."""
+    method = conn.get_execution_options().get(STAGE_WITH, "copy")
+    if method not in ("copy", "insert"):
+        raise ValueError(f"{STAGE_WITH} must be 'copy' or 'insert', not {method!r}")
+    if method == "copy" and conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        copy_into_staging(conn, batch)
+    else:
+        insert_into_staging(conn, batch)
 
 
 def merge_staged(conn: Connection, import_id: int) -> MergeCounts:
