@@ -9,7 +9,7 @@ from conftest import ROOT
 
 PACKAGE = ROOT / "src" / "tweetforge"
 FLOW = [
-    {"tweetforge", "tweetforge.errors", "tweetforge.config", "tweetforge.files", "tweetforge.plotting"},
+    {"tweetforge", "tweetforge.errors", "tweetforge.config", "tweetforge.files", "tweetforge.artifacts", "tweetforge.plotting"},
     {"tweetforge.db"},
     {"tweetforge.data"},
     {"tweetforge.training", "tweetforge.models"},
@@ -67,4 +67,4 @@ def test_the_top_level_reads_like_the_pipeline():
     packages = sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists())
     assert packages == ["data", "db", "evaluation", "experiments", "generation", "models", "pipeline", "registry", "serving", "training", "ui"]
     modules = sorted(p.name for p in PACKAGE.glob("*.py"))
-    assert modules == ["__init__.py", "__main__.py", "cli.py", "config.py", "errors.py", "files.py", "plotting.py"]
+    assert modules == ["__init__.py", "__main__.py", "artifacts.py", "cli.py", "config.py", "errors.py", "files.py", "plotting.py"]
