@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -36,11 +37,37 @@ class Commands(TyperGroup):
     """The command tree, printing every TweetforgeError a command raises as one line on stderr (exit 1)."""
 
     def invoke(self, ctx: typer.Context) -> Any:
+        from sqlalchemy.exc import OperationalError
+
         try:
             return super().invoke(ctx)
         except TweetforgeError as exc:
-            errors.print(f"[bold red]Error:[/] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            message = str(exc)
+        except OperationalError as exc:
+            message = _store_failure(exc)
+            if message is None:
+                raise
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            message = f"the disk is full{f' writing {exc.filename}' if exc.filename else ''}: free some space and run the command again"
+        errors.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def _store_failure(error: Any) -> str | None:
+    """One line for a SQLite store that is busy (one writer at a time) or on a full disk; None for the rest."""
+    from sqlalchemy.engine import make_url
+
+    from tweetforge.config import get_settings
+    from tweetforge.db.engine import is_locked
+
+    if is_locked(error):
+        return "the store is busy: another process kept its write lock for 30 s; nothing was written, run the command again"
+    if "disk is full" in str(error.orig):
+        store = make_url(get_settings().resolved_database_url).database
+        return f"the disk holding the store {store} is full: free some space and run the command again"
+    return None
 
 
 app = typer.Typer(
@@ -193,7 +220,8 @@ def ingest(
         disable=as_json or not errors.is_terminal,
     ) as bar:
         task = bar.add_task("ingest", total=None)
-        result = run_ingest(engine(), src, skip_bad=skip_bad, progress=lambda n: bar.update(task, completed=n))
+        result = run_ingest(engine(), src, skip_bad=skip_bad, progress=lambda n: bar.update(task, completed=n),
+                            on_wait=lambda message: errors.print(f"[yellow]{message}…[/]", highlight=False))
     summary = {
         "import_id": result.import_id,
         "source": result.source,

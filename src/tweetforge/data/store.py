@@ -62,15 +62,16 @@ def import_cache(conn: Connection) -> Iterator[None]:
     if conn.dialect.name != "sqlite":
         yield
         return
-    saved = {schema: conn.exec_driver_sql(f"PRAGMA {schema}.cache_size").scalar() for schema in ("main", "temp")}
+    raw = conn.connection.dbapi_connection  # beside SQLAlchemy's transactions: the import begins its own
+    saved = {schema: raw.execute(f"PRAGMA {schema}.cache_size").fetchone()[0] for schema in ("main", "temp")}
     for schema in saved:
-        conn.exec_driver_sql(f"PRAGMA {schema}.cache_size = -{IMPORT_CACHE_KIB}")
+        raw.execute(f"PRAGMA {schema}.cache_size = -{IMPORT_CACHE_KIB}")
     try:
         yield
     finally:
         for schema, size in saved.items():
             # an opened temp database reports 0 while it uses the default size; setting 0 would shrink it
-            conn.exec_driver_sql(f"PRAGMA {schema}.cache_size = {int(size) or SQLITE_DEFAULT_CACHE_SIZE}")
+            raw.execute(f"PRAGMA {schema}.cache_size = {int(size) or SQLITE_DEFAULT_CACHE_SIZE}")
 
 
 @dataclass
@@ -163,6 +164,25 @@ def stage(conn: Connection, batch: Iterable[Post]) -> None:
         copy_into_staging(conn, batch)
     else:
         insert_into_staging(conn, batch)
+
+
+def staged_author_conflicts(conn: Connection) -> list[tuple[str, str, str, str]]:
+    """(network, post_id, stored author, staged author) of staged posts whose id is stored under another
+    author: an id never changes author, so such a record is another post (or a forged one), never an edit."""
+    s, p = staging_posts, posts
+    query = (
+        select(s.c.network, s.c.post_id, p.c.author, s.c.author)
+        .join(p, and_(p.c.network == s.c.network, p.c.post_id == s.c.post_id))
+        .where(func.lower(p.c.author) != func.lower(s.c.author))
+        .order_by(s.c.network, s.c.post_id)
+    )
+    return [tuple(row) for row in conn.execute(query)]
+
+
+def unstage(conn: Connection, keys: list[tuple[str, str]]) -> None:
+    s = staging_posts
+    for network, post_id in keys:
+        conn.execute(delete(s).where(s.c.network == network, s.c.post_id == post_id))
 
 
 def merge_staged(conn: Connection, import_id: int) -> MergeCounts:

@@ -3,13 +3,20 @@ schema is brought up to date the first time a process opens a store."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from tweetforge.db.migrate import upgrade
+from tweetforge.errors import TweetforgeError
+
+BUSY_TIMEOUT_MS = 30_000
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -22,7 +29,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -61,3 +68,46 @@ def get_engine() -> Engine:
     from tweetforge.config import get_settings
 
     return engine_for(get_settings().resolved_database_url)
+
+
+class StoreBusy(TweetforgeError):
+    """Another process kept the store's write lock longer than this one was willing to wait."""
+
+
+def is_locked(error: OperationalError) -> bool:
+    """SQLite's 'database is locked' / 'database table is locked': a writer holds the store."""
+    return "is locked" in str(error.orig)
+
+
+@contextmanager
+def write_transaction(conn: Connection, on_wait: Callable[[str], None] | None = None, wait_s: float = 3600) -> Iterator[None]:
+    """A transaction holding the store's write lock from its first statement. SQLite has one writer at a time:
+    while another process writes (an import's merge, the server recording feedback), wait for it, say so once
+    through on_wait, and give up after wait_s. PostgreSQL locks rows, not the store: a plain transaction."""
+    if conn.dialect.name != "sqlite":
+        with conn.begin():
+            yield
+        return
+    deadline = time.monotonic() + wait_s
+    told = False
+    raw = conn.connection.dbapi_connection
+    raw.execute("PRAGMA busy_timeout=1000")  # short tries, so that the wait is reported at once
+    try:
+        while True:
+            try:
+                transaction = conn.execution_options(sqlite_begin="BEGIN IMMEDIATE").begin()
+                break
+            except OperationalError as error:
+                conn.rollback()
+                if not is_locked(error):
+                    raise
+                if time.monotonic() > deadline:
+                    raise StoreBusy(f"the store stayed locked by another writer for {wait_s:.0f} s; nothing was written, run it again") from None
+                if on_wait and not told:
+                    on_wait("waiting for the store: another process is writing to it")
+                    told = True
+    finally:
+        raw.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        conn.execution_options(sqlite_begin="BEGIN")
+    with transaction:
+        yield

@@ -1,0 +1,114 @@
+"""One SQLite store, several writers: an import reads and stages without the store's write lock, waits (and
+says so) for another writer only to merge, and a record never rewrites another author's post."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+
+from sqlalchemy import select
+
+from conftest import STORE_TABLES, run_cli, shared, table_dump
+from tweetforge.data.ingest import ingest
+from tweetforge.data.post import Post
+from tweetforge.data.sources import ReadOptions, Source, open_source
+from tweetforge.db.engine import engine_for
+from tweetforge.db.schema import optouts, posts
+
+
+class PausingSource(Source):
+    """A CSV source that stops half-way through its records until released, like a long import."""
+
+    def __init__(self, inner: Source, halfway: threading.Event, release: threading.Event) -> None:
+        self.__dict__.update(inner.__dict__)
+        self.inner, self.halfway, self.release = inner, halfway, release
+
+    def posts(self) -> Iterator[Post]:
+        for n, item in enumerate(self.inner.posts()):
+            if n == 500:
+                self.halfway.set()
+                assert self.release.wait(30)
+            yield item
+
+
+def test_an_import_reading_its_file_does_not_lock_the_store(tmp_path):
+    database = tmp_path / "store.db"
+    engine = engine_for(f"sqlite:///{database}")
+    halfway, release = threading.Event(), threading.Event()
+    source = PausingSource(open_source(str(shared("trump_archive.csv")), None, ReadOptions(author="realDonaldTrump")), halfway, release)
+    importing = threading.Thread(target=lambda: ingest(engine, source))
+    importing.start()
+    assert halfway.wait(60)
+    # Another process writes while the import is half-way through its file, without waiting at all.
+    other = sqlite3.connect(database, isolation_level=None, timeout=0)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO optouts (handle, reason, added_at) VALUES ('someone', 'asked', '2026-12-07 00:00:00')")
+    other.execute("COMMIT")
+    release.set()
+    importing.join(60)
+    with engine.connect() as conn:
+        assert conn.execute(select(optouts.c.handle)).scalars().all() == ["someone"]
+        assert conn.execute(select(posts.c.author).distinct()).scalars().all() == ["realDonaldTrump"]
+
+
+HOLD_LOCK = """
+import sqlite3, sys, time
+held = sqlite3.connect(sys.argv[1], isolation_level=None)
+held.execute("BEGIN IMMEDIATE")
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+held.execute("COMMIT")
+"""
+
+
+def test_an_import_waits_for_another_writer_and_says_so(tmp_path):
+    home = tmp_path / ".tweetforge"
+    run_cli(home, "optout", "list")  # creates the store
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(home / "tweetforge.db"), "3"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    imported = run_cli(home, "ingest", str(shared("trump_archive.csv")), "--author", "realDonaldTrump")
+    holder.wait(10)
+    assert "waiting for the store: another process is writing to it" in imported.stderr
+    assert "Imported" in imported.stdout and "Traceback" not in imported.stderr
+
+
+def test_a_store_locked_for_too_long_is_one_line_and_changes_nothing(tmp_path, monkeypatch):
+    import tweetforge.data.ingest as ingest_module
+
+    home = tmp_path / ".tweetforge"
+    run_cli(home, "ingest", str(shared("elonmusk_kaggle_2021.csv")))
+    engine = engine_for(f"sqlite:///{home / 'tweetforge.db'}")
+    before = table_dump(engine, *STORE_TABLES)
+    real = ingest_module.write_transaction
+    monkeypatch.setattr(ingest_module, "write_transaction", lambda conn, on_wait: real(conn, on_wait, wait_s=1))
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(home / "tweetforge.db"), "6"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    refused = run_cli(home, "ingest", str(shared("trump_archive.csv")), "--author", "realDonaldTrump", check=False)
+    holder.wait(10)
+    assert refused.returncode == 1
+    assert "the store stayed locked by another writer for 1 s; nothing was written, run it again" in refused.stderr
+    assert table_dump(engine, *STORE_TABLES) == before
+
+
+def test_an_id_never_changes_author(tmp_path):
+    home = tmp_path / ".tweetforge"
+    run_cli(home, "ingest", str(shared("trump_archive.csv")), "--author", "realDonaldTrump")
+    engine = engine_for(f"sqlite:///{home / 'tweetforge.db'}")
+    before = table_dump(engine, *STORE_TABLES)
+    forged = tmp_path / "forged.csv"
+    forged.write_text("id,author,text\n"
+                      "718913705111613440,mallory,Rewriting someone else's post through its id\n"
+                      "1,mallory,A post of my own with an id nobody has\n")
+    options = ("--id-column", "id", "--author-column", "author", "--text-column", "text")
+    refused = run_cli(home, "ingest", str(forged), *options, check=False)
+    assert refused.returncode == 1
+    assert "twitter post 718913705111613440 is stored as @realDonaldTrump's, this source gives it to @mallory" in refused.stderr
+    assert table_dump(engine, *STORE_TABLES) == before
+    skipped = run_cli(home, "ingest", str(forged), *options, "--skip-bad")
+    assert "1 new" in skipped.stdout and "@mallory (1)" in skipped.stdout
+    with engine.connect() as conn:
+        stored = conn.execute(select(posts.c.author, posts.c.text).where(posts.c.post_id == "718913705111613440")).one()
+    assert stored.author == "realDonaldTrump" and stored.text.startswith("A great honor to visit the 9/11 Memorial")
