@@ -22,13 +22,12 @@ import hashlib
 import json
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from tweetforge.errors import TweetforgeError
-from tweetforge.files import write_bytes_atomically, write_text_atomically
+from tweetforge.files import staging_directory, write_bytes_atomically, write_text_atomically
 
 MARKER = "tweetforge-artifact.json"
 DOCUMENTS = ("README.md", "tweetforge.json")
@@ -198,8 +197,7 @@ def local_directory(location: str) -> Path:
         raise ArtifactError(f"{_safe(location)} has no {MARKER}: its upload did not finish, or it was removed")
     content_fs, content_root = _filesystem(marker["content"])
     transfer = _Transfer(f"downloading {_safe(location)}", sum(f["size"] for f in marker["files"]))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
+    staging = staging_directory(target.parent, target.name)
     try:
         for f in marker["files"]:
             local = staging / f["path"]
@@ -208,7 +206,6 @@ def local_directory(location: str) -> Path:
             if _sha256(local) != f["sha256"]:
                 raise ArtifactError(f"{_safe(marker['content'])}/{f['path']} does not match its sha256 in {MARKER}")
             transfer.advance(f["size"])
-        staging.mkdir(exist_ok=True)
         _fetch_documents(fs, root, marker, staging)
         (staging / MARKER).write_text(json.dumps(marker, indent=2))
         try:

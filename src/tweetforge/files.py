@@ -4,23 +4,57 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 
+def staging_directory(parent: Path, name: str) -> Path:
+    """A new hidden directory in parent to build `name` in. It carries this host and process id, so that the
+    next one made in parent sweeps away what a killed process left (kill -9 runs no cleanup)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    _sweep_staging(parent)
+    staging = parent / f".tmp-{name}@{socket.gethostname()}@{os.getpid()}@{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    return staging
+
+
+def _sweep_staging(parent: Path) -> None:
+    host = socket.gethostname()
+    for entry in parent.glob(".tmp-*@*@*@*"):
+        _, their_host, pid, _ = entry.name.rsplit("@", 3)
+        if their_host == host and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def discard_directory(path: Path) -> None:
+    """Remove a directory so that a crash half-way never leaves part of it under its name."""
+    doomed = path.with_name(f".tmp-discarded-{path.name}@{socket.gethostname()}@{os.getpid()}@{uuid.uuid4().hex[:8]}")
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
 @contextmanager
 def atomic_directory(target: Path) -> Iterator[Path]:
     """A staging directory beside target, renamed onto it (replacing any old one) when the block succeeds;
     removed when it fails."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
+    staging = staging_directory(target.parent, target.name)
     try:
         yield staging
         if target.exists():
-            shutil.rmtree(target)
+            discard_directory(target)
         os.replace(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -12,7 +12,6 @@ import math
 import os
 import re
 import shutil
-import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -28,6 +27,7 @@ from tweetforge.data.generated import refused_by_author
 from tweetforge.data.store import read_posts
 from tweetforge.db.schema import datasets
 from tweetforge.errors import TweetforgeError
+from tweetforge.files import discard_directory, staging_directory
 
 SPLITS = ("train", "validation", "test")
 DEFAULT_FRACTIONS = (0.90, 0.05, 0.05)
@@ -201,7 +201,8 @@ def create_snapshot(engine: Engine, datasets_dir: Path | str, request: SnapshotR
             raise DatasetError(f"dataset {request.name!r} exists and snapshots are immutable: choose a new name")
         frame = read_posts(conn, request.authors or None, _day(request.since), _day(request.until), request.limit)
         refused_generated = refused_by_author(conn)
-    if final is not None and final.exists():
+    if final is not None and final.exists() and not (final / "manifest.json").exists():
+        # with a manifest it is a snapshot whose process died before its row was committed: replaced below
         raise DatasetError(f"{final} exists but is not a registered dataset: move it away or choose a new name")
     if frame.height == 0:
         who = ", ".join(request.authors) if request.authors else "any author"
@@ -247,10 +248,7 @@ def create_snapshot(engine: Engine, datasets_dir: Path | str, request: SnapshotR
         posts=kept.height,
         warnings=warnings,
     )
-    staging_parent = cache_root() if remote else Path(datasets_dir)
-    staging_parent.mkdir(parents=True, exist_ok=True)
-    staging = staging_parent / f".tmp-{request.name}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
+    staging = staging_directory(cache_root() if remote else Path(datasets_dir), request.name)
     try:
         kept.write_parquet(staging / "data.parquet", compression="zstd", statistics=True)
         dropped.write_parquet(staging / "dropped.parquet", compression="zstd")
@@ -272,7 +270,9 @@ def create_snapshot(engine: Engine, datasets_dir: Path | str, request: SnapshotR
                     posts=snapshot.posts,
                 )
             )
-            if not remote:
+            if final is not None:
+                if final.exists():  # the name's row is ours now, so this is a killed process's leftover
+                    discard_directory(final)
                 os.replace(staging, final)
         if remote:
             keep_as_cached(staging, snapshot.location, marker)

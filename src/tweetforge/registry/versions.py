@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shutil
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +19,7 @@ from sqlalchemy import Connection, Engine, Row, delete, func, insert, select, up
 from tweetforge.artifacts import cache_root, is_remote, join, keep_as_cached, local_directory, publish_version, upload_content, write_document
 from tweetforge.db.schema import model_aliases, model_versions
 from tweetforge.errors import TweetforgeError
+from tweetforge.files import discard_directory, staging_directory
 from tweetforge.registry.adapters import ADAPTER_DIR, save_adapter
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ def resolve(engine: Engine, ref: str) -> ModelVersion:
     if selector is None:
         champion = [v for v in versions if "champion" in v.aliases]
         return champion[0] if champion else versions[-1]
-    if selector.isdigit():
+    if selector.isascii() and selector.isdigit():  # str.isdigit alone takes '²', which int() refuses
         for v in versions:
             if v.version == int(selector):
                 return v
@@ -177,10 +177,7 @@ def register(engine: Engine, models_dir: Path | str, result: TrainResult, snapsh
     config = result.config
     name = config.model_name
     remote = is_remote(models_dir)
-    staging_parent = cache_root() if remote else Path(models_dir)
-    staging_parent.mkdir(parents=True, exist_ok=True)
-    staging = staging_parent / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
+    staging = staging_directory(cache_root() if remote else Path(models_dir), name)
     try:
         adapter = save_adapter(result.model, staging / ADAPTER_DIR, parent_adapter(engine, config.from_model)) if is_peft(result.model) else None
         model = unwrap_for_export(result.model)
@@ -242,6 +239,8 @@ def register(engine: Engine, models_dir: Path | str, result: TrainResult, snapsh
                 keep = publish_version(final, content, staging)
             else:
                 Path(final).parent.mkdir(parents=True, exist_ok=True)
+                if Path(final).exists():  # the version's row is ours now, so this is a killed process's leftover
+                    discard_directory(Path(final))
                 os.replace(staging, final)
         if content is not None:
             keep_as_cached(staging, final, keep)
