@@ -47,12 +47,23 @@ class Commands(TyperGroup):
             message = _store_failure(exc)
             if message is None:
                 raise
-        except OSError as exc:
-            if exc.errno != errno.ENOSPC:
+        except Exception as exc:
+            message = _disk_full(exc)
+            if message is None:
                 raise
-            message = f"the disk is full{f' writing {exc.filename}' if exc.filename else ''}: free some space and run the command again"
         errors.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+
+
+def _disk_full(error: Exception) -> str | None:
+    """One line naming where the disk filled up, for the error of any writer (Python, polars, safetensors…);
+    None for other errors."""
+    from tweetforge.config import get_settings
+
+    if not ((isinstance(error, OSError) and error.errno == errno.ENOSPC) or "No space left on device" in str(error)):
+        return None
+    where = getattr(error, "filename", None) or f"the data home {get_settings().resolved_home}"
+    return f"the disk is full writing {where}: free some space and run the command again"
 
 
 def _store_failure(error: Any) -> str | None:
