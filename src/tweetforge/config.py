@@ -51,6 +51,23 @@ class Settings(BaseSettings):
     sync_backoff_s: float = 1.0
     """First backoff of a live sync; doubled each try, with jitter, at most 60 s."""
 
+    import_max_line_bytes: int = 1_000_000
+    """Longest line of a CSV or JSON Lines file, and largest post record of an X archive's tweets.js. A post
+    is at most 25,000 characters; a longer line is a broken or hostile file. Bounds the memory of an import."""
+
+    import_max_archive_file_mb: int = 4096
+    """Largest file read from an X archive (a ZIP entry once uncompressed, or a file of its folder)."""
+
+    import_max_zip_ratio: int = 100
+    """How many times its compressed size a ZIP entry may expand once it is larger than 16 MB (X's JSON
+    compresses about 10 times; a ZIP bomb 1,000 times)."""
+
+    import_max_archive_files: int = 200_000
+    """Entries of an X archive ZIP (media included), or files in its data/ folder."""
+
+    import_max_bad_records: int = 100_000
+    """Bad records an import with --skip-bad lists before giving up on the file."""
+
     @property
     def resolved_home(self) -> Path:
         return self.home.expanduser().resolve()

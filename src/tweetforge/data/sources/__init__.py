@@ -4,19 +4,21 @@
 from __future__ import annotations
 
 import hashlib
+import stat
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tweetforge.data.post import BadRecord, Post
 from tweetforge.data.sources.csv_formats import CSV_FORMATS, read_csv_posts
 from tweetforge.data.sources.errors import SourceError
 from tweetforge.data.sources.example import EXAMPLES, example_path, read_example_posts
+from tweetforge.data.sources.filesystem import open_regular, refuse_unless_regular, stat_path
 from tweetforge.data.sources.json_posts import read_jsonl_posts
 from tweetforge.data.sources.options import ReadOptions
-from tweetforge.data.sources.textfile import check_readable, read_head
-from tweetforge.data.sources.x_archive import read_x_archive_posts
+from tweetforge.data.sources.textfile import encoding_from_bom, read_head, refuse_binary
+from tweetforge.data.sources.x_archive import archive_files, read_x_archive_posts
 
 FORMATS: dict[str, str] = {
     "x-archive": "X/Twitter archive: the ZIP, its folder, its data/ folder or a tweets.js",
@@ -40,12 +42,15 @@ class Source:
         return Path(self.spec)
 
     def fingerprint(self) -> str:
-        """sha256 of the bytes read (every file of a folder archive), recorded with each import."""
+        """sha256 of the bytes read (the tweets and account files of a folder archive), recorded with each import."""
         digest = hashlib.sha256()
         path = self.path
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for file in files:
-            with file.open("rb") as f:
+        if path.is_dir():
+            for file in archive_files(path, self.options.limits):
+                for chunk in file.chunks():
+                    digest.update(chunk)
+        else:
+            with open_regular(path, self.spec) as f:
                 while chunk := f.read(1 << 20):
                     digest.update(chunk)
         return digest.hexdigest()
@@ -61,7 +66,7 @@ class Source:
 
 
 def detect_format(path: Path, options: ReadOptions) -> str:
-    if path.is_dir() or (path.suffix.lower() == ".zip") or zipfile.is_zipfile(path):
+    if path.is_dir() or (path.suffix.lower() == ".zip"):
         return "x-archive"
     head = read_head(path, options.encoding or "utf-8")
     stripped = head.lstrip()
@@ -99,11 +104,24 @@ def _open_source(spec: str, format: str | None, options: ReadOptions) -> Source:
     if format is not None and format not in FORMATS:
         raise SourceError(spec, f"unknown format {format!r} (known: {', '.join(FORMATS)})")
     path = Path(spec)
-    if path.is_file() and zipfile.is_zipfile(path):
+    mode = stat_path(path, spec).st_mode  # the user's own symbolic link is followed
+    if stat.S_ISDIR(mode):
+        if format not in (None, "x-archive"):
+            raise SourceError(spec, f"is a folder: only an X archive folder can be read, not {format}")
+        return Source(spec, "x-archive", options)
+    refuse_unless_regular(mode, spec)  # a FIFO or a device: refused before it is opened
+    with open_regular(path, spec) as f:
+        head = f.read(8192)
+        is_zip = zipfile.is_zipfile(f)
+    if is_zip:
         if format not in (None, "x-archive"):
             raise SourceError(spec, f"a ZIP file can only be read as x-archive, not {format}")
         return Source(spec, "x-archive", options)
-    check_readable(path)
+    if not head:
+        raise SourceError(spec, "file is empty")
+    if options.encoding is None and (marked := encoding_from_bom(head)):
+        options = replace(options, encoding=marked)
+    refuse_binary(spec, head, options.encoding or "utf-8")
     return Source(spec, format or detect_format(path, options), options)
 
 

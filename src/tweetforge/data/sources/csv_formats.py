@@ -17,11 +17,12 @@ from tweetforge.data.sources.fields import (
     checked,
     derived_id,
     leading_mention,
+    numeric_id,
     parse_bool,
     parse_int,
     parse_time,
 )
-from tweetforge.data.sources.options import ReadOptions
+from tweetforge.data.sources.options import BadRecordCount, ReadOptions
 from tweetforge.data.sources.textfile import csv_rows
 
 Row = list[str]
@@ -59,12 +60,18 @@ def required_author(options: ReadOptions, where: str, fmt: str) -> str:
     return options.author.lstrip("@")
 
 
+def some_columns(header: Row, shown: int = 12) -> str:
+    """The first columns of a header for an error message, each cut short: a file may have 20,000."""
+    names = ", ".join(name if len(name) <= 40 else name[:40] + "…" for name in header[:shown])
+    return names + (f", … and {len(header) - shown:,} more" if len(header) > shown else "")
+
+
 def column_index(header: Row, where: str) -> Callable[[str], int]:
     positions = {name: i for i, name in enumerate(header)}
 
     def index(name: str) -> int:
         if name not in positions:
-            raise SourceError(where, f"CSV header has no {name!r} column (columns: {', '.join(header)})", line=1)
+            raise SourceError(where, f"CSV header has no {name!r} column (columns: {some_columns(header)})", line=1)
         return positions[name]
 
     return index
@@ -121,9 +128,10 @@ def kaggle_mapper(header: Row, options: ReadOptions, where: str) -> RowMapper:
         text = row[i_text]
         reply = row[i_reply]
         replied = _SCREEN_NAME.search(reply) if reply not in ("", "[]") else None
+        # an id of digits costs one call (a million rows); anything else gets numeric_id's reason (too long: checked())
         return Post(
             network,
-            row[i_id],
+            row[i_id] if row[i_id].isdigit() else numeric_id(row[i_id], "id"),
             author_override or row[i_user],
             text,
             created(row[i_date], row[i_time], row[i_tz]),
@@ -169,7 +177,7 @@ def trump_archive_mapper(header: Row, options: ReadOptions, where: str) -> RowMa
         text = row[1]
         return Post(
             network,
-            row[0],
+            row[0] if row[0].isdigit() else numeric_id(row[0], "id"),
             author,
             text,
             parse_time(row[7], "date"),
@@ -192,7 +200,7 @@ def sentiment140_mapper(header: Row, options: ReadOptions, where: str) -> RowMap
         text = row[5]
         return Post(
             network,
-            row[1],
+            row[1] if row[1].isdigit() else numeric_id(row[1], "id"),
             author_override or row[4],
             text,
             parse_time(row[2], "date"),
@@ -214,7 +222,7 @@ def pick_column(header: Row, chosen: str | None, candidates: tuple[str, ...], wh
             return header.index(chosen)
         if chosen.lower() in lowered:
             return lowered.index(chosen.lower())
-        raise SourceError(where, f"CSV header has no column {chosen!r} given as {option} (columns: {', '.join(header)})", line=1)
+        raise SourceError(where, f"CSV header has no column {chosen!r} given as {option} (columns: {some_columns(header)})", line=1)
     for name in candidates:
         if name in lowered:
             return lowered.index(name)
@@ -226,14 +234,15 @@ def generic_mapper(header: Row, options: ReadOptions, where: str) -> RowMapper:
     if i_text is None:
         raise SourceError(
             where,
-            f"CSV header has no text column (looked for {', '.join(TEXT_COLUMNS)}; columns: {', '.join(header)}): "
+            f"CSV header has no text column (looked for {', '.join(TEXT_COLUMNS)}; columns: {some_columns(header)}): "
             "pass --text-column NAME",
             line=1,
         )
     i_author = pick_column(header, options.author_column, AUTHOR_COLUMNS, "author", where, "--author-column")
     if i_author is None and not options.author:
-        columns = ", ".join(header)
-        raise SourceError(where, f"CSV header has no author column (columns: {columns}): pass --author-column NAME or --author HANDLE", line=1)
+        raise SourceError(
+            where, f"CSV header has no author column (columns: {some_columns(header)}): pass --author-column NAME or --author HANDLE", line=1
+        )
     i_id = pick_column(header, options.id_column, ID_COLUMNS, "id", where, "--id-column")
     i_time = pick_column(header, options.time_column, TIME_COLUMNS, "time", where, "--time-column")
     author_override = options.author.lstrip("@") if options.author else None
@@ -277,7 +286,7 @@ CSV_FORMATS: dict[str, CsvFormat] = {
 
 def read_csv_posts(path: Path, fmt: CsvFormat, options: ReadOptions) -> Iterator[Post | BadRecord]:
     where = str(path)
-    rows = csv_rows(path, options.encoding or fmt.default_encoding)
+    rows = csv_rows(path, options.encoding or fmt.default_encoding, options.limits.max_line_bytes)
     header: Row | None = None
     to_post: RowMapper | None = None
     if fmt.has_header:
@@ -289,18 +298,22 @@ def read_csv_posts(path: Path, fmt: CsvFormat, options: ReadOptions) -> Iterator
         header = []
     to_post = fmt.mapper(header, options, where)
     width = len(header) if fmt.has_header else 6
+    counted = BadRecordCount(where, options.limits)
     any_rows = False
     for line, row in rows:
         if not row:
             continue
         any_rows = True
         if len(row) != width:
-            yield BadRecord(f"line {line}", f"has {len(row)} fields, expected {width}")
+            yield counted(BadRecord(f"line {line}", f"has {len(row):,} fields, expected {width:,}"))
             continue
         try:
-            yield checked(to_post(line, row))
+            post = checked(to_post(line, row))
         except FieldError as exc:
-            yield BadRecord(f"line {line}", str(exc))
+            post = BadRecord(f"line {line}", str(exc))
+        if type(post) is BadRecord:
+            counted(post)
+        yield post
     if not any_rows:
         raise SourceError(where, "file has a header but no posts")
 

@@ -4,6 +4,7 @@ whose fields the user names) and the tweet objects inside an X archive's tweets.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from tweetforge.data.sources.csv_formats import (
     ID_COLUMNS,
     TEXT_COLUMNS,
     TIME_COLUMNS,
+    some_columns,
 )
 from tweetforge.data.sources.errors import SourceError
 from tweetforge.data.sources.fields import (
@@ -23,8 +25,39 @@ from tweetforge.data.sources.fields import (
     parse_int,
     parse_time,
 )
-from tweetforge.data.sources.options import ReadOptions
+from tweetforge.data.sources.options import BadRecordCount, ReadOptions
 from tweetforge.data.sources.textfile import decoded_lines
+
+
+def _keep_long_ints(digits: str) -> int | str:
+    return int(digits) if len(digits) <= 100 else digits
+
+
+_PLAIN_JSON = json.JSONDecoder()
+_LONG_INTS_JSON = json.JSONDecoder(parse_int=_keep_long_ints)
+"""Python converts at most 4,300 digits to an int and raises a ValueError in the middle of a parse; a file
+with a longer number is parsed again keeping such numbers as their digits, which then fail as fields."""
+
+
+def raw_decode_json(text: str, start: int = 0) -> tuple[Any, int]:
+    """json's raw_decode, with numbers of any length. Raises JSONDecodeError, and RecursionError when the
+    value is nested too deeply."""
+    try:
+        return _PLAIN_JSON.raw_decode(text, start)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:
+        return _LONG_INTS_JSON.raw_decode(text, start)
+
+
+def loads_json(text: str) -> Any:
+    """json.loads, with numbers of any length."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:
+        return _LONG_INTS_JSON.decode(text)
 
 
 def _first_key(obj: dict[str, Any], chosen: str | None, candidates: tuple[str, ...]) -> str | None:
@@ -56,7 +89,7 @@ def json_object_to_post(
     text_key = _first_key(obj, options.text_column, ("full_text",) + TEXT_COLUMNS)
     if text_key is None or not isinstance(obj[text_key], str):
         wanted = options.text_column or "/".join(("full_text",) + TEXT_COLUMNS)
-        return BadRecord(location, f"no text field {wanted!r} (fields: {', '.join(list(obj)[:12])}); pass --text-column NAME")
+        return BadRecord(location, f"no text field {wanted!r} (fields: {some_columns(list(obj))}); pass --text-column NAME")
     text: str = obj[text_key]
     author = _author_of(obj, options, default_author)
     if not author:
@@ -64,6 +97,8 @@ def json_object_to_post(
     id_key = _first_key(obj, options.id_column, ("id_str",) + ID_COLUMNS)
     if id_key is None or obj[id_key] in (None, ""):
         return BadRecord(location, "no id field; pass --id-column NAME")
+    if type(obj[id_key]) not in (str, int):
+        return BadRecord(location, f"{id_key} is a {type(obj[id_key]).__name__}, not a string or a whole number")
     time_key = _first_key(obj, options.time_column, TIME_COLUMNS)
     reply_to = obj.get("in_reply_to_screen_name")
     if not isinstance(reply_to, str) or not reply_to:
@@ -75,35 +110,51 @@ def json_object_to_post(
             post_id=str(obj[id_key]),
             author=author,
             text=text,
-            created_at=parse_time(str(obj[time_key]), time_key) if time_key and obj[time_key] is not None else None,
+            created_at=parse_time(_scalar(obj[time_key], time_key), time_key) if time_key and obj[time_key] is not None else None,
             is_retweet=text.startswith("RT @") or "retweeted_status" in obj,
             reply_to=reply_to,
-            likes=parse_int(_str_or_none(obj.get("favorite_count", obj.get("like_count"))), "favorite_count"),
-            reposts=parse_int(_str_or_none(obj.get("retweet_count", obj.get("repost_count"))), "retweet_count"),
+            likes=parse_int(_scalar(obj.get("favorite_count", obj.get("like_count")), "favorite_count"), "favorite_count"),
+            reposts=parse_int(_scalar(obj.get("retweet_count", obj.get("repost_count")), "retweet_count"), "retweet_count"),
             language=obj.get("lang") if isinstance(obj.get("lang"), str) else None,
             record=record,
         )
     except FieldError as exc:
         return BadRecord(location, str(exc))
+    if _UNSTORABLE.search(text) or _UNSTORABLE.search(f"{post.post_id}{author}{reply_to or ''}{post.language or ''}"):
+        return BadRecord(location, "contains a NUL character or a lone surrogate (an escape like \\u0000 or \\ud800): not text")
     return checked(post, location)
 
 
-def _str_or_none(value: Any) -> str | None:
-    return None if value is None else str(value)
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+"""What JSON escapes can put in a string but no text column stores (PostgreSQL refuses NUL, UTF-8 has no surrogates)."""
+
+
+def _scalar(value: Any, field: str) -> str | None:
+    """A field's value as text to parse: a nested object or array is not a number or a time (and printing it
+    could recurse as deep as the JSON does)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return str(value)
+    raise FieldError(f"{field} is a JSON {'object' if isinstance(value, dict) else 'array'}, not a value")
 
 
 def read_jsonl_posts(path: Path, options: ReadOptions) -> Iterator[Post | BadRecord]:
     where = str(path)
+    counted = BadRecordCount(where, options.limits)
     any_lines = False
-    for number, line in enumerate(decoded_lines(path, options.encoding or "utf-8"), start=1):
+    for number, line in enumerate(decoded_lines(path, options.encoding or "utf-8", options.limits.max_line_bytes), start=1):
         if not line.strip():
             continue
         any_lines = True
         try:
-            obj = json.loads(line)
+            post = json_object_to_post(loads_json(line), options, number, f"line {number}")
         except json.JSONDecodeError as exc:
-            yield BadRecord(f"line {number}", f"not valid JSON: {exc.msg} at column {exc.colno}")
-            continue
-        yield json_object_to_post(obj, options, number, f"line {number}")
+            post = BadRecord(f"line {number}", f"not valid JSON: {exc.msg} at column {exc.colno}")
+        except RecursionError:
+            post = BadRecord(f"line {number}", "JSON nested too deeply (hundreds of levels): not a post")
+        if type(post) is BadRecord:
+            counted(post)
+        yield post
     if not any_lines:
         raise SourceError(where, "file has no posts (only blank lines)")
