@@ -3,6 +3,7 @@ says so) for another writer only to merge, and a record never rewrites another a
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -82,8 +83,7 @@ def test_a_store_locked_for_too_long_is_one_line_and_changes_nothing(tmp_path, m
     run_cli(home, "ingest", str(shared("elonmusk_kaggle_2021.csv")))
     engine = engine_for(f"sqlite:///{home / 'tweetforge.db'}")
     before = table_dump(engine, *STORE_TABLES)
-    real = ingest_module.write_transaction
-    monkeypatch.setattr(ingest_module, "write_transaction", lambda conn, on_wait: real(conn, on_wait, wait_s=1))
+    monkeypatch.setattr(ingest_module, "MERGE_WAIT_S", 1)
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(home / "tweetforge.db"), "6"], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     refused = run_cli(home, "ingest", str(shared("trump_archive.csv")), "--author", "realDonaldTrump", check=False)
@@ -112,3 +112,49 @@ def test_an_id_never_changes_author(tmp_path):
     with engine.connect() as conn:
         stored = conn.execute(select(posts.c.author, posts.c.text).where(posts.c.post_id == "718913705111613440")).one()
     assert stored.author == "realDonaldTrump" and stored.text.startswith("A great honor to visit the 9/11 Memorial")
+
+
+def test_feedback_written_from_many_threads_while_a_large_import_runs_is_never_refused(tmp_path):
+    import csv
+    import datetime
+    import uuid
+
+    from sqlalchemy import func, insert
+
+    from tweetforge.db.schema import feedback, generations
+    from tweetforge.experiments.ab import record_feedback
+
+    home = tmp_path / ".tweetforge"
+    engine = engine_for(f"sqlite:///{home / 'tweetforge.db'}")
+    generation = str(uuid.uuid4())
+    with engine.connect() as conn, conn.begin():
+        conn.execute(insert(generations).values(id=generation, created_at=datetime.datetime.now(), model_name="m", model_version=1,
+                                                prompt="", params={}, posts=[]))
+    big = tmp_path / "big.csv"
+    with big.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "author", "text"])
+        writer.writerows([10**12 + i, "bigauthor", f"post number {i} about the crowd, the vote and the deal"] for i in range(80_000))
+    env = {**os.environ, "TWEETFORGE_HOME": str(home)}
+    env.pop("TWEETFORGE_DATABASE_URL", None)
+    importing = subprocess.Popen([sys.executable, "-m", "tweetforge", "ingest", str(big), "--id-column", "id", "--author-column", "author",
+                                  "--text-column", "text"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    acknowledged, refused = [], []
+
+    def give_feedback() -> None:
+        while importing.poll() is None:
+            try:
+                acknowledged.append(record_feedback(engine, generation, "like"))
+            except Exception as error:  # noqa: BLE001 - any refusal is what this test counts
+                refused.append(repr(error))
+
+    writers = [threading.Thread(target=give_feedback) for _ in range(3)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(300)
+    assert importing.wait() == 0, importing.stderr.read()
+    assert refused == [] and len(acknowledged) > 50
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(feedback)).scalar() == len(acknowledged)
+        assert conn.execute(select(func.count()).select_from(posts)).scalar() == 80_000

@@ -439,7 +439,6 @@ def test_names_from_the_file_cannot_break_the_error_onto_several_lines(store, tm
     store.refuses(r"names\.zip:\.\./a\\nb\.js: entry name is absolute", str(path))
 
 
-@pytest.mark.xfail(strict=True, reason="cli.py prints errors as Rich markup: a column named '[/]' raises MarkupError (for the lead)")
 def test_markup_in_names_from_the_file_is_printed_as_it_is(store, tmp_path):
     (tmp_path / "markup.csv").write_text("id,[/],[bold]author\n1,x,ann\n")
     store.refuses(r"markup\.csv, line 1: CSV header has no text column .*columns: id, \[/\], \[bold\]author", "markup.csv")

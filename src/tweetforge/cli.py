@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -51,7 +52,7 @@ class Commands(TyperGroup):
             message = _disk_full(exc)
             if message is None:
                 raise
-        errors.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+        errors.print(f"[bold red]Error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # names from files may look like markup
         raise typer.Exit(1) from None
 
 

@@ -31,6 +31,9 @@ from tweetforge.data.store import (
 from tweetforge.db.engine import write_transaction
 from tweetforge.db.schema import import_skips, imports
 
+MERGE_WAIT_S = 3600
+"""How long an import that has read its whole file waits for another writer before giving up."""
+
 
 @dataclass
 class ImportResult:
@@ -90,7 +93,7 @@ def _ingest(
         with conn.begin():
             staged = _stage_source(conn, source, skip_bad, progress)
         file_hash = fingerprint.result()
-        with write_transaction(conn, on_wait):
+        with write_transaction(conn, on_wait, wait_s=MERGE_WAIT_S):
             return _merge(conn, source, staged, started_at, started, file_hash)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Engine, delete, func, insert, select, tuple_
 
 from tweetforge.data.ingest import now_utc
+from tweetforge.db.engine import writing
 from tweetforge.db.schema import optouts, post_history, post_imports, posts
 from tweetforge.errors import TweetforgeError
 
@@ -22,7 +23,7 @@ def add_optout(engine: Engine, handle: str, reason: str | None = None, purge: bo
     key = normalise(handle)
     if not key:
         raise OptOutError("handle is empty")
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         if conn.execute(select(optouts.c.handle).where(optouts.c.handle == key)).first() is None:
             conn.execute(insert(optouts).values(handle=key, added_at=now_utc(), reason=reason))
         if not purge:
@@ -34,7 +35,7 @@ def add_optout(engine: Engine, handle: str, reason: str | None = None, purge: bo
 
 
 def remove_optout(engine: Engine, handle: str) -> bool:
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         return conn.execute(delete(optouts).where(optouts.c.handle == normalise(handle))).rowcount > 0
 
 

@@ -25,6 +25,7 @@ from tweetforge.artifacts import cache_root, is_remote, join, keep_as_cached, lo
 from tweetforge.data.clean import RULES_VERSION, CleaningRules, clean, cleaning_stats
 from tweetforge.data.generated import refused_by_author
 from tweetforge.data.store import read_posts
+from tweetforge.db.engine import writing
 from tweetforge.db.schema import datasets
 from tweetforge.errors import TweetforgeError
 from tweetforge.files import discard_directory, staging_directory
@@ -256,7 +257,7 @@ def create_snapshot(engine: Engine, datasets_dir: Path | str, request: SnapshotR
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
         if remote:
             snapshot.location, marker = upload_content(staging, join(str(datasets_dir), request.name))
-        with engine.begin() as conn:
+        with writing(engine) as conn:
             conn.execute(
                 insert(datasets).values(
                     name=snapshot.name,

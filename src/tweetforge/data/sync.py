@@ -34,6 +34,7 @@ from tweetforge.data.sources.live import (
     open_client,
 )
 from tweetforge.data.store import begin_staging, merge_staged, opted_out_handles, stage
+from tweetforge.db.engine import writing
 from tweetforge.db.locks import holder, holder_alive
 from tweetforge.db.schema import imports, posts, sources
 
@@ -77,7 +78,7 @@ class SyncResult:
 
 def follow(engine: Engine, handle: Handle, account: Account, *, base_url: str | None) -> int:
     """The sources row of this account (made on first use); the handle is kept up to date."""
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         row = conn.execute(
             select(sources.c.id).where(sources.c.network == handle.network, sources.c.account_id == account.account_id)
         ).first()
@@ -95,7 +96,7 @@ def follow(engine: Engine, handle: Handle, account: Account, *, base_url: str | 
 
 def _lock(engine: Engine, source_id: int, spec: str) -> None:
     me = holder()
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         row = conn.execute(select(sources.c.locked_by, sources.c.locked_at).where(sources.c.id == source_id)).one()
         free = sources.c.locked_by.is_(None)
         if row.locked_by is not None:
@@ -112,7 +113,7 @@ def _lock(engine: Engine, source_id: int, spec: str) -> None:
 
 
 def _unlock(engine: Engine, source_id: int, error: str | None) -> None:
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         conn.execute(
             update(sources)
             .where(sources.c.id == source_id, sources.c.locked_by == holder())
@@ -135,7 +136,7 @@ class _Writer:
 
     def commit(self, page: Page, position: dict) -> None:
         result = self.result
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             blocked = opted_out_handles(conn)
             if self.ours is None:
                 self.ours = generated_fingerprints(conn)
@@ -231,7 +232,7 @@ def _recheck(engine: Engine, client: LiveClient, account: Account, writer: _Writ
         if page.next is None or (page.oldest_at is not None and page.oldest_at < window_start):
             break
         resume = page.next
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         mine = and_(
             posts.c.network == network, func.lower(posts.c.author) == account.account.lower(),
             posts.c.created_at >= window_start, posts.c.deleted_at.is_(None),
@@ -316,7 +317,7 @@ def sync_account(
         result.requests, result.waited_s = politeness.requests, politeness.waited_s
         result.duration_s = time.perf_counter() - started
         if result.import_id is not None:
-            with engine.begin() as conn:
+            with writing(engine) as conn:
                 writer._log_counts(conn)
         _unlock(engine, source_id, error)
     return result

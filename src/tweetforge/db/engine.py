@@ -80,7 +80,7 @@ def is_locked(error: OperationalError) -> bool:
 
 
 @contextmanager
-def write_transaction(conn: Connection, on_wait: Callable[[str], None] | None = None, wait_s: float = 3600) -> Iterator[None]:
+def write_transaction(conn: Connection, on_wait: Callable[[str], None] | None = None, wait_s: float = BUSY_TIMEOUT_MS / 1000) -> Iterator[None]:
     """A transaction holding the store's write lock from its first statement. SQLite has one writer at a time:
     while another process writes (an import's merge, the server recording feedback), wait for it, say so once
     through on_wait, and give up after wait_s. PostgreSQL locks rows, not the store: a plain transaction."""
@@ -111,3 +111,12 @@ def write_transaction(conn: Connection, on_wait: Callable[[str], None] | None = 
         conn.execution_options(sqlite_begin="BEGIN")
     with transaction:
         yield
+
+
+@contextmanager
+def writing(engine: Engine) -> Iterator[Connection]:
+    """engine.begin() for a transaction that writes. On SQLite a plain BEGIN reads a snapshot first, and a
+    transaction that read before writing fails at once ('database is locked', no waiting) when another
+    process committed in between: the server's feedback, a sync and an import would refuse each other."""
+    with engine.connect() as conn, write_transaction(conn):
+        yield conn

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from tweetforge.db.engine import writing
 from tweetforge.db.schema import locks
 from tweetforge.errors import TweetforgeError
 
@@ -43,7 +44,7 @@ def _now() -> datetime:
 def acquire(engine: Engine, name: str, *, stale_s: float, what: str) -> None:
     """Take the lock `name` or raise Locked naming its holder."""
     me = holder()
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         row = conn.execute(select(locks).where(locks.c.name == name)).first()
         if row is not None:
             stale = row.heartbeat_at < _now() - timedelta(seconds=stale_s)
@@ -51,17 +52,17 @@ def acquire(engine: Engine, name: str, *, stale_s: float, what: str) -> None:
                 raise Locked(f"{what} is already running in {row.holder} since {row.acquired_at:%Y-%m-%d %H:%M:%S} UTC")
             conn.execute(delete(locks).where(locks.c.name == name, locks.c.holder == row.holder))
     try:
-        with engine.begin() as conn:
+        with writing(engine) as conn:
             conn.execute(insert(locks).values(name=name, holder=me, acquired_at=_now(), heartbeat_at=_now()))
     except IntegrityError:
         raise Locked(f"{what} was started by another process at the same moment") from None
 
 
 def heartbeat(engine: Engine, name: str) -> None:
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         conn.execute(update(locks).where(locks.c.name == name, locks.c.holder == holder()).values(heartbeat_at=_now()))
 
 
 def release(engine: Engine, name: str) -> None:
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         conn.execute(delete(locks).where(locks.c.name == name, locks.c.holder == holder()))

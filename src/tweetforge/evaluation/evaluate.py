@@ -29,6 +29,7 @@ from tweetforge.data.snapshots import (
     read_snapshot,
     training_texts,
 )
+from tweetforge.db.engine import writing
 from tweetforge.db.schema import evaluations
 from tweetforge.errors import TweetforgeError
 from tweetforge.evaluation.metrics import (
@@ -361,7 +362,7 @@ def evaluate_subject(subject: Subject, snapshot: Snapshot, authors: list[str], s
 
 
 def save_evaluation(engine: Engine, evaluation: Evaluation) -> Evaluation:
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         result = conn.execute(insert(evaluations).values(
             subject=evaluation.subject, kind=evaluation.kind, dataset=evaluation.dataset, dataset_hash=evaluation.dataset_hash,
             settings_hash=evaluation.settings.key(), settings=asdict(evaluation.settings), metrics=_finite(evaluation.metrics),

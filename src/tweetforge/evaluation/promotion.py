@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, select
 
+from tweetforge.db.engine import writing
 from tweetforge.db.schema import promotions
 from tweetforge.errors import TweetforgeError
 from tweetforge.evaluation.evaluate import EvalSettings, EvaluationProgress, run_evaluations
@@ -81,7 +82,7 @@ def promote(engine: Engine, home: Path, ref: str, *, alias: str = "champion", ma
     promoted = not reasons or force
     decision = Decision(candidate, champion, alias, promoted, force and bool(reasons), reasons, candidate_metrics, champion_metrics,
                         candidate.dataset)
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         if promoted:
             point_alias(conn, candidate.name, alias, candidate.version)
         conn.execute(insert(promotions).values(

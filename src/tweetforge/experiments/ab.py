@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, insert, select, update
 
+from tweetforge.db.engine import writing
 from tweetforge.db.schema import (
     experiment_decisions,
     experiment_variants,
@@ -108,7 +109,7 @@ def create_experiment(engine: Engine, name: str, variants: list[tuple[str, str, 
         except RegistryError as exc:
             raise ExperimentError(f"variant {variant}: {exc}") from None
         resolved.append(Variant(variant, version.name, version.version, weight))
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         if conn.execute(select(experiments.c.name).where(experiments.c.name == name)).first():
             raise ExperimentError(f"experiment {name!r} exists already (tweetforge ab status {name})")
         conn.execute(insert(experiments).values(name=name, metric=metric, min_sample=min_sample, alpha=alpha,
@@ -184,7 +185,7 @@ def log_generation(engine: Engine, model_name: str, model_version: int, prompt: 
                    user_id: str | None = None, experiment: str | None = None, variant: str | None = None, pair_id: str | None = None) -> str:
     """Record a served generation (an exposure when it is part of an experiment); returns its id."""
     generation_id = str(uuid.uuid4())
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         conn.execute(insert(generations).values(
             id=generation_id, created_at=datetime.now(), model_name=model_name, model_version=model_version, experiment=experiment,
             variant=variant, pair_id=pair_id, user_id=user_id, prompt=prompt, params=params, posts=posts,
@@ -197,7 +198,7 @@ def record_feedback(engine: Engine, generation_id: str, event: str, winner_id: s
     the generation of the pair that won in winner_id, or None for "both bad"."""
     if event not in FEEDBACK_EVENTS:
         raise ExperimentError(f"event {event!r}: use one of {', '.join(FEEDBACK_EVENTS)}")
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         row = conn.execute(select(generations.c.id, generations.c.pair_id).where(generations.c.id == generation_id)).first()
         if row is None:
             raise ExperimentError(f"no generation {generation_id!r}")
@@ -219,7 +220,7 @@ def stop_experiment(engine: Engine, name: str) -> Experiment:
     experiment = get_experiment(engine, name)
     if experiment.status != "running":
         raise ExperimentError(f"experiment {name} is {experiment.status} already")
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         conn.execute(update(experiments).where(experiments.c.name == name).values(status="stopped", stopped_at=datetime.now()))
     return get_experiment(engine, name)
 
@@ -408,7 +409,7 @@ def _log_decision(engine: Engine, status: ExperimentStatus, promoted: bool, conn
     if conn is not None:
         conn.execute(insert(experiment_decisions).values(**values))
         return
-    with engine.begin() as own:
+    with writing(engine) as own:
         own.execute(insert(experiment_decisions).values(**values))
 
 
@@ -422,7 +423,7 @@ def promote_variant(engine: Engine, name: str, variant: str | None, status: Expe
     if chosen is None:
         raise ExperimentError(f"experiment {name} has no winner yet ({status.state}: {status.reason}); name a variant to promote it anyway")
     target = status.experiment.variant(chosen)
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         # the transition is taken once: replicas deciding the same experiment at the same moment promote it once
         ended = conn.execute(update(experiments).where(experiments.c.name == name, experiments.c.status.in_(("running", "stopped")))
                              .values(status="decided", winner=chosen, stopped_at=datetime.now()))

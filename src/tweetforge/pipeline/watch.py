@@ -34,6 +34,7 @@ from tweetforge.data.snapshots import Snapshot, SnapshotRequest, create_snapshot
 from tweetforge.data.sources import open_source
 from tweetforge.data.store import read_posts
 from tweetforge.data.sync import followed, sync_followed
+from tweetforge.db.engine import writing
 from tweetforge.db.locks import acquire, heartbeat, release
 from tweetforge.db.schema import imports, model_aliases, model_versions, pipeline_runs
 from tweetforge.errors import TweetforgeError
@@ -71,7 +72,7 @@ class Log:
         self.cycle_id: int | None = None
 
     def start(self, step: str, model_name: str | None = None) -> int:
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             row_id = conn.execute(insert(pipeline_runs).values(
                 cycle_id=self.cycle_id, step=step, model_name=model_name, started_at=_now(), outcome="running", numbers={},
             )).inserted_primary_key[0]
@@ -80,7 +81,7 @@ class Log:
         return row_id
 
     def finish(self, row_id: int, outcome: str, numbers: dict[str, Any] | None = None, error: str | None = None) -> None:
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             conn.execute(update(pipeline_runs).where(pipeline_runs.c.id == row_id).values(
                 finished_at=_now(), outcome=outcome, numbers=numbers or {}, error=error))
             row = conn.execute(select(pipeline_runs).where(pipeline_runs.c.id == row_id)).one()
@@ -271,7 +272,7 @@ def run_cycle(engine: Engine, home: Path, settings: WatchSettings, *, on_step: C
             on_step(row)
 
     acquire(engine, LOCK, stale_s=LOCK_STALE_S, what="a pipeline cycle")
-    with engine.begin() as conn:  # we hold the lock: whatever is still "running" belongs to a cycle that was killed
+    with writing(engine) as conn:  # we hold the lock: whatever is still "running" belongs to a cycle that was killed
         conn.execute(update(pipeline_runs).where(pipeline_runs.c.outcome == "running")
                      .values(outcome="killed", finished_at=_now(), error="the process ended before the step did"))
     log = Log(engine, keep)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, Engine, Row, delete, func, insert, select, update
 
 from tweetforge.artifacts import cache_root, is_remote, join, keep_as_cached, local_directory, publish_version, upload_content, write_document
+from tweetforge.db.engine import writing
 from tweetforge.db.schema import model_aliases, model_versions
 from tweetforge.errors import TweetforgeError
 from tweetforge.files import discard_directory, staging_directory
@@ -126,7 +127,7 @@ def set_alias(engine: Engine, ref: str, alias: str) -> ModelVersion:
     if alias.isdigit():
         raise RegistryError("an alias cannot be a number")
     target = resolve(engine, ref)
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         point_alias(conn, target.name, alias, target.version)
     return resolve(engine, f"{target.name}:{target.version}")
 
@@ -221,7 +222,7 @@ def register(engine: Engine, models_dir: Path | str, result: TrainResult, snapsh
         if history:
             plot_training_curve(history, staging / "training_curve.png")
         content = upload_content(staging, join(str(models_dir), name, "content"))[1] if remote else None
-        with engine.begin() as conn:
+        with writing(engine) as conn:
             version = (conn.execute(select(func.max(model_versions.c.version)).where(model_versions.c.name == name)).scalar() or 0) + 1
             final = join(str(models_dir), name, str(version)) if remote else str(Path(models_dir) / name / str(version))
             entry = ModelVersion(
@@ -272,7 +273,7 @@ def ensure_copy_index(engine: Engine, version: ModelVersion) -> Path:
 def update_metrics(engine: Engine, version: ModelVersion, change: Callable[[dict[str, Any]], dict[str, Any]]) -> ModelVersion:
     """Change a version's metrics in one transaction (read, change, write), and in its tweetforge.json."""
     where = (model_versions.c.name == version.name, model_versions.c.version == version.version)
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         metrics = change(dict(conn.execute(select(model_versions.c.metrics).where(*where)).scalar_one()))
         conn.execute(update(model_versions).where(*where).values(metrics=metrics))
     updated = resolve(engine, version.ref)
