@@ -8,6 +8,7 @@ import shutil
 import zipfile
 
 import pytest
+from sqlalchemy import text
 
 from conftest import STORE_TABLES, archive_tweet, run_cli, shared, table_dump, ytd
 from tweetforge.data.ingest import ingest
@@ -112,3 +113,14 @@ def test_latin1_file_imports_with_encoding(tmp_path):
     home = tmp_path / ".tweetforge"
     out = run_cli(home, "ingest", "latin.csv", "--encoding", "latin-1", "--json")
     assert '"new": 1' in out.stdout
+
+
+def test_stats_plot_leaves_out_stored_dates_no_axis_can_show(tmp_path):
+    home = tmp_path / ".tweetforge"
+    run_cli(home, "ingest", str(shared("elonmusk_kaggle_2021.csv")))
+    engine = engine_for(f"sqlite:///{home / 'tweetforge.db'}")
+    with engine.connect() as conn, conn.begin():  # a store written before imports checked dates, or edited by hand
+        conn.execute(text("UPDATE posts SET created_at = '9999-12-31 23:59:59.000000' WHERE post_id = "
+                          "(SELECT post_id FROM posts ORDER BY post_id LIMIT 1)"))
+    run_cli(home, "stats", "--plot", str(tmp_path / "stats.png"))
+    assert (tmp_path / "stats.png").stat().st_size > 20_000
