@@ -1333,6 +1333,16 @@ def serve(
                                                     "a new champion is loaded and swapped in by itself.")] = 5.0,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Server processes on this port, each with its own models in memory "
                                          "(a shared base and its adapters per process).")] = 1,
+    trusted_proxy: Annotated[list[str] | None, typer.Option("--trusted-proxy", help="A proxy in front of the server, as an address or "
+                                                            "network (repeat): only its X-Forwarded-For names the client the rate limit "
+                                                            "counts. Default: TWEETFORGE_TRUSTED_PROXIES, else none.")] = None,
+    header_timeout: Annotated[float | None, typer.Option("--header-timeout", min=0.1, help="Seconds a client has to send a request's "
+                                                         "head; then 408 and the connection is closed. Default: "
+                                                         "TWEETFORGE_HEADER_TIMEOUT_S, else 10.")] = None,
+    body_timeout: Annotated[float | None, typer.Option("--body-timeout", min=0.1, help="Seconds a client has to send a request's "
+                                                       "body after its head; then 408. Default: TWEETFORGE_BODY_TIMEOUT_S, else 30.")] = None,
+    limit_concurrency: Annotated[int | None, typer.Option("--limit-concurrency", min=1, help="Connections and requests in progress per "
+                                                          "process; beyond them 503. Default: TWEETFORGE_MAX_CONNECTIONS, else 1000.")] = None,
 ) -> None:
     """Serve the models over HTTP: the web UI at /, REST at /v1, OpenAPI docs at /docs, metrics at /metrics."""
     import json
@@ -1340,20 +1350,31 @@ def serve(
 
     import uvicorn
 
+    from tweetforge.config import get_settings
+    from tweetforge.serving.limits import GuardedHttpProtocol
+    from tweetforge.serving.rate_limit import trusted_networks
+
+    settings = get_settings()
+    proxies = trusted_proxy or settings.trusted_proxies
+    trusted_networks(proxies)  # a mistyped network stops the start with one line
     options = dict(models=model or [], max_batch=max_batch, max_wait_ms=max_wait_ms, queue_size=queue_size, allow_copies=allow_copies,
-                   max_adapters=max_adapters, merged=merged, no_ui=no_ui, watch_registry_s=watch_registry_s)
+                   max_adapters=max_adapters, merged=merged, no_ui=no_ui, watch_registry_s=watch_registry_s, trusted_proxies=proxies,
+                   header_timeout_s=header_timeout or settings.header_timeout_s, body_timeout_s=body_timeout or settings.body_timeout_s)
+    # X-Forwarded-For is the app's to judge (trusted proxies only): uvicorn's own reading would believe any local client
+    server = dict(host=host, port=port, log_level="warning", http=GuardedHttpProtocol, proxy_headers=False,
+                  limit_concurrency=limit_concurrency or settings.max_connections, h11_max_incomplete_event_size=settings.max_header_bytes)
     quiet_libraries()
     if workers > 1:  # each worker process builds its own app from these options (uvicorn imports serving_app)
         os.environ[SERVE_OPTIONS] = json.dumps(options)
         errors.print(f"{workers} workers on http://{host}:{port} (each loads the models itself)", highlight=False)
-        uvicorn.run("tweetforge.cli:serving_app", factory=True, workers=workers, host=host, port=port, log_level="warning")
+        uvicorn.run("tweetforge.cli:serving_app", factory=True, workers=workers, **server)  # type: ignore[arg-type]
         return
     app, loaded = build_serving_app(**options)
     errors.print(f"Serving {loaded} on http://{host}:{port}", highlight=False)
     if not no_ui:
         errors.print(f"Web UI: http://{host}:{port}/", highlight=False)
     errors.print(f"API: http://{host}:{port}/v1 (OpenAPI: http://{host}:{port}/docs)", highlight=False)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(app, **server)  # type: ignore[arg-type]
 
 
 SERVE_OPTIONS = "TWEETFORGE_SERVE_OPTIONS"
@@ -1371,13 +1392,19 @@ def serving_app():  # type: ignore[no-untyped-def]
 
 
 def build_serving_app(models: list[str], max_batch: int, max_wait_ms: float, queue_size: int, allow_copies: bool, max_adapters: int,
-                      merged: bool, no_ui: bool, watch_registry_s: float):  # type: ignore[no-untyped-def]
+                      merged: bool, no_ui: bool, watch_registry_s: float, trusted_proxies: list[str], header_timeout_s: float,
+                      body_timeout_s: float):  # type: ignore[no-untyped-def]
     """(the app with its models loaded and the registry watched, a line naming what is loaded)."""
     from tweetforge.config import get_settings
     from tweetforge.serving.app import create_app
+    from tweetforge.serving.limits import GuardedHttpProtocol, Limits
     from tweetforge.serving.service import Service, ServiceSettings
 
     settings = get_settings()
+    GuardedHttpProtocol.configure(header_timeout_s, settings.max_header_bytes)  # in this process: each --workers process builds its app
+    limits = Limits(max_body_bytes=settings.max_body_bytes, body_timeout_s=body_timeout_s, graphql_max_depth=settings.graphql_max_depth,
+                    graphql_max_aliases=settings.graphql_max_aliases, graphql_max_operations=settings.graphql_max_operations,
+                    graphql_max_tokens=settings.graphql_max_tokens)
     service = Service(engine(), ServiceSettings(models, max_batch, max_wait_ms, queue_size, copy_filter=not allow_copies,
                                                 shared_base=not merged, max_adapters=max_adapters))
     service.load()
@@ -1387,7 +1414,7 @@ def build_serving_app(models: list[str], max_batch: int, max_wait_ms: float, que
     loaded = (", ".join(m.version.ref + (" (adapter)" if m.shared_base else "") for m in service.loaded())
               or "none (train one: tweetforge train DATASET)")
     app = create_app(service, admin_token=settings.admin_token, cors_origins=settings.cors_origins,
-                     rate_limit_per_minute=settings.rate_limit_per_minute)
+                     rate_limit_per_minute=settings.rate_limit_per_minute, trusted_proxies=trusted_proxies, limits=limits)
     if not no_ui:  # mounted last: at /, it takes every path the API does not answer
         from tweetforge.ui.app import mount_ui
 

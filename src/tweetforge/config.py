@@ -37,7 +37,40 @@ class Settings(BaseSettings):
     """Origins allowed to call the API from a browser (e.g. ["http://localhost:3000"])."""
 
     rate_limit_per_minute: int = 120
-    """Generation requests per client (user_id, else address) per minute; 0 turns the limit off."""
+    """Generation requests (REST, OpenAI-compatible and GraphQL together) per client address per minute; 0 turns
+    the limit off. A request's user_id never chooses the client."""
+
+    trusted_proxies: list[str] = []
+    """Addresses or networks of the proxies in front of the server (e.g. ["10.0.0.0/8"]): only from these is
+    X-Forwarded-For believed, for the rate limit's client address; from anyone else it is ignored."""
+
+    max_body_bytes: int = 64 * 1024
+    """Largest request body, sent with Content-Length or chunked; larger ones are refused with 413 unread."""
+
+    body_timeout_s: float = 30.0
+    """A request body not complete this long after its head is refused with 408 and the connection closed."""
+
+    header_timeout_s: float = 10.0
+    """A request head (request line and headers) not complete this long after the connection opened, or after
+    the previous response on it, is refused with 408 and the connection closed."""
+
+    max_header_bytes: int = 64 * 1024
+    """Largest request head; larger ones are refused with 431 and the connection closed."""
+
+    max_connections: int = 1000
+    """Open connections and requests in progress per server process; beyond them uvicorn answers 503."""
+
+    graphql_max_depth: int = 10
+    """Deepest nesting of fields in a GraphQL query."""
+
+    graphql_max_aliases: int = 10
+    """Aliased fields in one GraphQL document (each aliased generate is one more generation request)."""
+
+    graphql_max_operations: int = 5
+    """Operation definitions in one GraphQL document; batched requests (a JSON list) are refused."""
+
+    graphql_max_tokens: int = 2000
+    """Lexical tokens in one GraphQL document: bounds the work of parsing and validating it."""
 
     x_bearer_token: SecretStr | None = None
     """X API v2 bearer token (the X API is paid); read only from the environment, never stored."""

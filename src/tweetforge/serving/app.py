@@ -1,25 +1,25 @@
 """The HTTP API: a router per area under /v1 (OpenAPI at /docs), GraphQL at /graphql, errors as
-structured JSON, admin operations behind a bearer token, a per-client rate limit on generation and
-Prometheus metrics. Every route is a thin call into the service layer (service.py); the web UI mounts
-itself on this app (tweetforge.ui.app.mount_ui)."""
+structured JSON, admin operations behind a bearer token, a per-client rate limit on generation, bounded
+request bodies (limits.py) and Prometheus metrics. Every route is a thin call into the service layer
+(service.py); the web UI mounts itself on this app (tweetforge.ui.app.mount_ui)."""
 
 from __future__ import annotations
 
-import time
+from collections.abc import Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
+from starlette.exceptions import HTTPException
 
 from tweetforge.serving.graphql import graphql_router
-from tweetforge.serving.metrics import Metrics
+from tweetforge.serving.limits import Limits, RequestLimits
+from tweetforge.serving.metrics import MeasureRequests, Metrics
 from tweetforge.serving.protocol import ErrorBody, ErrorResponse
-from tweetforge.serving.rate_limit import RateLimiter
+from tweetforge.serving.rate_limit import RateLimiter, trusted_networks
 from tweetforge.serving.routes import admin, completions, feedback, generation, models, operations
-from tweetforge.serving.service import Service, ServiceError
-
-MAX_BODY_BYTES = 64 * 1024
+from tweetforge.serving.service import Service, ServiceError, store_refusal
 
 
 def error_response(status: int, code: str, message: str, fields: list[dict[str, str]] | None = None,
@@ -33,13 +33,8 @@ async def service_error(_request: Request, exc: ServiceError) -> JSONResponse:
     return error_response(exc.status, exc.code, exc.message, retry_after=exc.retry_after)
 
 
-async def store_unavailable(_request: Request, exc: Exception) -> JSONResponse:
-    """The database is down, unreachable or (SQLite) busy past its timeout: the request can be retried, so
-    503 rather than 500; the driver's message stays out of the answer (it names hosts and users)."""
-    busy = "locked" in str(exc) or "busy" in str(exc)
-    message = ("the store is busy with another writer; retry shortly" if busy
-               else "the store (database) cannot be reached; this replica recovers by itself when it is back, retry shortly")
-    return error_response(503, "store_busy" if busy else "store_unavailable", message, retry_after=2 if busy else 5)
+async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    return await service_error(request, store_refusal(exc))
 
 
 async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -48,37 +43,48 @@ async def validation_error(_request: Request, exc: RequestValidationError) -> JS
     return error_response(422, "validation_error", summary, fields)
 
 
-async def limit_and_measure(request: Request, call_next):  # type: ignore[no-untyped-def]
-    """Refuses an oversized body before reading it; counts every request and its latency per route."""
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
-        return error_response(413, "too_large", f"request body of {length} bytes; the limit is {MAX_BODY_BYTES}")
-    metrics: Metrics = request.app.state.metrics  # read first: a mounted app (the web UI) takes request.app over
-    started = time.perf_counter()
-    response = await call_next(request)
-    path = getattr(request.scope.get("route"), "path", "unmatched")
-    metrics.observe_request(path, response.status_code, time.perf_counter() - started)
+HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 408: "request_timeout", 413: "too_large"}
+
+
+async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+    """Starlette's and FastAPI's own refusals (no such path, wrong method, a body over the limit, a body that
+    is not JSON) in the same shape as every other error. A refused body may still be arriving: close."""
+    response = error_response(exc.status_code, HTTP_CODES.get(exc.status_code, "http_error"), str(exc.detail))
+    response.headers.update(exc.headers or {})
+    if exc.status_code in (408, 413):
+        response.headers["Connection"] = "close"
     return response
 
 
-def create_app(service: Service, *, admin_token: str | None = None, cors_origins: list[str] | None = None,
-               rate_limit_per_minute: int = 120) -> FastAPI:
+async def server_error(_request: Request, _exc: Exception) -> JSONResponse:
+    """A bug: the answer says so in the API's shape; uvicorn logs the traceback."""
+    return error_response(500, "internal_error", "the server failed on this request; its log has the details")
+
+
+def create_app(service: Service, *, admin_token: str | None = None, cors_origins: Sequence[str] | None = None,
+               rate_limit_per_minute: int = 120, trusted_proxies: Sequence[str] = (), limits: Limits | None = None) -> FastAPI:
+    """trusted_proxies: the addresses or networks whose X-Forwarded-For names the client (the rate limit's key)."""
+    limits = limits or Limits()
     app = FastAPI(title="tweetforge", version="1", description="Posts written by models trained on someone's posts. "
                   "Every generated post is marked `generated: true`.")
     metrics = Metrics(lambda: {m.version.ref: m.batcher.depth() for m in service.loaded()})
     service.batch_observers.append(metrics.observe_batch)
-    app.state.service, app.state.metrics, app.state.admin_token = service, metrics, admin_token
-    app.state.rate_limiter = RateLimiter(rate_limit_per_minute)
-    if cors_origins:
+    app.state.service, app.state.metrics, app.state.admin_token, app.state.limits = service, metrics, admin_token, limits
+    app.state.rate_limiter, app.state.trusted_proxies = RateLimiter(rate_limit_per_minute), trusted_networks(trusted_proxies)
+    # the last added runs first: metrics see every answer, CORS headers reach the refusals too
+    app.add_middleware(RequestLimits, limits=limits)
+    if cors_origins:  # closed unless configured: without it a browser page from another origin cannot read any answer
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"])
-    app.middleware("http")(limit_and_measure)
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"], allow_headers=["*"])
+    app.add_middleware(MeasureRequests, metrics=metrics)
     app.add_exception_handler(ServiceError, service_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, server_error)
     for lost in (OperationalError, InterfaceError):  # pool_pre_ping replaces dead connections once the server is back
         app.add_exception_handler(lost, store_unavailable)
     for area in (generation, completions, feedback, models, admin, operations):
         app.include_router(area.router)
-    app.include_router(graphql_router(), prefix="/graphql", tags=["graphql"])
+    app.include_router(graphql_router(limits), prefix="/graphql", tags=["graphql"])
     return app

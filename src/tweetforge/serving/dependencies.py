@@ -1,15 +1,15 @@
 """What routes ask FastAPI for: the service, the admin check and the rate limit, all read from the app's
-state that create_app sets."""
+state that create_app sets. GraphQL's resolvers call the same rate limit."""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
 from tweetforge.serving.metrics import Metrics
+from tweetforge.serving.rate_limit import client_address
 from tweetforge.serving.service import Service, ServiceError
 
 
@@ -30,15 +30,16 @@ def require_admin(request: Request, authorization: Annotated[str | None, Header(
         raise ServiceError(401, "unauthorized", "admin operations need the header Authorization: Bearer <TWEETFORGE_ADMIN_TOKEN>")
 
 
-def get_rate_limit(request: Request) -> Callable[[str | None], None]:
-    """Call it with the request's user id: a client is its user id, or its address when it sends none."""
-    limiter = request.app.state.rate_limiter
-    address = request.client.host if request.client else "unknown"
-    return lambda user_id: limiter.check(user_id or address)
+def check_rate_limit(request: Request) -> None:
+    """One generation request of this client: its address, or the one its trusted proxy forwarded for."""
+    address = client_address(request.client.host if request.client else None, request.headers.getlist("x-forwarded-for"),
+                             request.app.state.trusted_proxies)
+    request.app.state.rate_limiter.check(address)
 
 
 ServiceDep = Annotated[Service, Depends(get_service)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-RateLimitDep = Annotated[Callable[[str | None], None], Depends(get_rate_limit)]
+RateLimited = Depends(check_rate_limit)
+"""`dependencies=[RateLimited]` counts a route's requests against the client's generation budget."""
 AdminDep = Depends(require_admin)
 """`dependencies=[AdminDep]` puts a route or a router behind the bearer token."""

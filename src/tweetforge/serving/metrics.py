@@ -3,9 +3,11 @@ each loaded model's queue depth."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class Metrics:
@@ -36,3 +38,27 @@ class Metrics:
         for ref, depth in self.queue_depths().items():
             self.queue_depth.labels(ref).set(depth)
         return generate_latest(self.registry)
+
+
+class MeasureRequests:
+    """Counts every HTTP request and its latency per route (its path template: a bounded set of labels)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started, status = time.perf_counter(), 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.observe_request(path, status, time.perf_counter() - started)

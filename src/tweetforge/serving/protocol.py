@@ -10,14 +10,19 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from tweetforge.data.post import MAX_POST_CHARS
 from tweetforge.generation.generate import Sample, Sampling
 
+MIN_TEMPERATURE = 0.01
+"""Below it, sampling is greedy in all but name, and logits divided by a vanishing temperature overflow to inf."""
+MIN_TOP_P = 1e-6
+"""Below it the nucleus is the most probable token alone all the same, and a top-p under float32's range is 0."""
+
 
 class GenerateRequest(BaseModel):
     model: str = Field(min_length=1, max_length=200, description="NAME (its champion), NAME:VERSION, NAME:ALIAS, or an experiment.")
     prompt: str = Field("", max_length=MAX_POST_CHARS, description="How each post starts.")
     author: str | None = Field(None, max_length=100, description="Multi-author models: write as this author.")
     n: int = Field(1, ge=1, le=10)
-    temperature: float = Field(1.0, gt=0, le=5)
-    top_p: float = Field(0.95, gt=0, le=1)
+    temperature: float = Field(1.0, ge=MIN_TEMPERATURE, le=5)
+    top_p: float = Field(0.95, ge=MIN_TOP_P, le=1)
     max_chars: int = Field(MAX_POST_CHARS, ge=1, le=MAX_POST_CHARS)
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Same seed, same posts.")
     user_id: str | None = Field(None, min_length=1, max_length=100, description="Sticky experiment assignment; one is made up if absent.")
@@ -27,8 +32,8 @@ class ArenaRequest(BaseModel):
     experiment: str = Field(min_length=1, max_length=100, description="A running experiment.")
     prompt: str = Field("", max_length=MAX_POST_CHARS)
     author: str | None = Field(None, max_length=100)
-    temperature: float = Field(1.0, gt=0, le=5)
-    top_p: float = Field(0.95, gt=0, le=1)
+    temperature: float = Field(1.0, ge=MIN_TEMPERATURE, le=5)
+    top_p: float = Field(0.95, ge=MIN_TOP_P, le=1)
     max_chars: int = Field(MAX_POST_CHARS, ge=1, le=MAX_POST_CHARS)
     user_id: str | None = Field(None, min_length=1, max_length=100)
 
@@ -120,14 +125,15 @@ class CompletionRequest(BaseModel):
     model: str = Field(min_length=1, max_length=200, description="A persona (NAME), NAME:VERSION, NAME:ALIAS or an experiment.")
     prompt: str | list[str] = Field("", description="How each post starts; a list asks for n completions of each.")
     max_tokens: int | None = Field(16, ge=1, le=1024, description="New tokens at most (OpenAI's default 16); null: up to the end of the post.")
-    temperature: float = Field(1.0, gt=0, le=5, description="OpenAI allows 0 (greedy); tweetforge samples, so it must be above 0.")
-    top_p: float = Field(1.0, gt=0, le=1)
+    temperature: float = Field(1.0, ge=MIN_TEMPERATURE, le=5, description="OpenAI allows 0 (greedy); tweetforge samples, so it must be at "
+                               f"least {MIN_TEMPERATURE}.")
+    top_p: float = Field(1.0, ge=MIN_TOP_P, le=1)
     n: int = Field(1, ge=1, le=10)
     stop: str | list[str] | None = Field(None, description="Up to 4 sequences; the text ends before the first one.")
     stream: bool = False
     stream_options: StreamOptions | None = None
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
-    user: str | None = Field(None, min_length=1, max_length=100, description="Sticky experiment assignment and the rate limit's client.")
+    user: str | None = Field(None, min_length=1, max_length=100, description="Sticky experiment assignment.")
     echo: bool = False
     logprobs: int | None = None
     best_of: int | None = None
@@ -237,5 +243,11 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse} for status in (401, 403, 404, 409, 422, 429, 503)}
+def link(path: str, body: dict[str, Any], description: str) -> dict[str, Any]:
+    """An OpenAPI link: which values of a response fill the body of the next request (POST `path`); clients and
+    schemathesis's stateful mode follow them."""
+    return {"operationRef": "#/paths/" + path.replace("/", "~1") + "/post", "requestBody": body, "description": description}
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 408, 409, 413, 422, 429, 503)}
 """The error statuses every route documents in OpenAPI."""

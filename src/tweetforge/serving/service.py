@@ -62,6 +62,15 @@ def overloaded(loaded: LoadedModel, exc: Exception) -> ServiceError:
     return ServiceError(503, "overloaded", f"{loaded.version.ref} is busy ({exc}); retry shortly", retry_after=1)
 
 
+def store_refusal(exc: Exception) -> ServiceError:
+    """The database is down, unreachable or (SQLite) busy past its timeout: the request can be retried, so
+    503 rather than 500; the driver's message stays out of the answer (it names hosts and users)."""
+    if "locked" in str(exc) or "busy" in str(exc):
+        return ServiceError(503, "store_busy", "the store is busy with another writer; retry shortly", retry_after=2)
+    return ServiceError(503, "store_unavailable", "the store (database) cannot be reached; this replica recovers by itself when it is "
+                        "back, retry shortly", retry_after=5)
+
+
 @dataclass
 class LoadedModel:
     version: ModelVersion

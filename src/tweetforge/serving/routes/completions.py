@@ -18,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from tweetforge.generation.generate import Sampling
-from tweetforge.serving.dependencies import RateLimitDep, ServiceDep
+from tweetforge.serving.dependencies import RateLimited, ServiceDep
 from tweetforge.serving.protocol import (
     ERRORS,
     CompletionChoice,
@@ -26,6 +26,7 @@ from tweetforge.serving.protocol import (
     CompletionResponse,
     CompletionUsage,
     Provenance,
+    link,
 )
 from tweetforge.serving.service import Served, Service, ServiceError
 
@@ -59,14 +60,17 @@ def sampling_of(body: CompletionRequest) -> Sampling:
     return Sampling(temperature=body.temperature, top_p=body.top_p, max_tokens=body.max_tokens)
 
 
-@router.post("/completions", response_model=CompletionResponse, responses={200: {"content": {"text/event-stream": {}}}})
-async def completions(body: CompletionRequest, response: Response, service: ServiceDep,
-                      rate_limit: RateLimitDep) -> CompletionResponse | StreamingResponse:
+FEEDBACK = link("/v1/feedback", {"generation_id": "$response.body#/tweetforge/generation_id", "event": "like"},
+                "Feedback on the first prompt's completions")
+
+
+@router.post("/completions", response_model=CompletionResponse, dependencies=[RateLimited],
+             responses={200: {"content": {"text/event-stream": {}}, "links": {"feedback": FEEDBACK}}})
+async def completions(body: CompletionRequest, response: Response, service: ServiceDep) -> CompletionResponse | StreamingResponse:
     """n completions of each prompt, from a persona (its champion), a version or an experiment's variant
     for `user`. With `stream`, Server-Sent Events in OpenAI's chunk format ending with `data: [DONE]`;
     each choice arrives whole once it has passed the copy filter (a post that copies a training post is
     drawn again before any of it is sent)."""
-    rate_limit(body.user)
     prompts, stops, sampling = body.prompts(), body.stops(), sampling_of(body)
     if body.stream:
         return stream_completions(body, service, prompts, stops, sampling)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from tweetforge.serving.dependencies import RateLimitDep, ServiceDep
+from tweetforge.serving.dependencies import RateLimited, ServiceDep
 from tweetforge.serving.protocol import (
     ERRORS,
     ArenaOption,
@@ -21,6 +21,7 @@ from tweetforge.serving.protocol import (
     GenerateRequest,
     GenerateResponse,
     Post,
+    link,
     sampling_of,
 )
 from tweetforge.serving.service import ServiceError
@@ -28,11 +29,14 @@ from tweetforge.serving.service import ServiceError
 router = APIRouter(prefix="/v1", tags=["generation"], responses=ERRORS)
 
 
-@router.post("/generate", response_model=GenerateResponse)
-async def generate(body: GenerateRequest, request: Request, service: ServiceDep, rate_limit: RateLimitDep) -> GenerateResponse:
+FEEDBACK = {200: {"links": {"feedback": link("/v1/feedback", {"generation_id": "$response.body#/generation_id", "event": "like"},
+                                              "Feedback on these posts")}}}
+
+
+@router.post("/generate", response_model=GenerateResponse, dependencies=[RateLimited], responses=FEEDBACK)
+async def generate(body: GenerateRequest, request: Request, service: ServiceDep) -> GenerateResponse:
     """Posts from a model (or an experiment's variant for this user), through the copy filter. A client
     that disconnects while its request waits for a batch takes the request out of the queue."""
-    rate_limit(body.user_id)
     cancelled = threading.Event()
 
     def call() -> object:
@@ -52,12 +56,11 @@ async def generate(body: GenerateRequest, request: Request, service: ServiceDep,
     )
 
 
-@router.post("/generate/stream", responses={200: {"content": {"text/event-stream": {}}}})
-def generate_stream(body: GenerateRequest, service: ServiceDep, rate_limit: RateLimitDep) -> StreamingResponse:
+@router.post("/generate/stream", responses={200: {"content": {"text/event-stream": {}}}}, dependencies=[RateLimited])
+def generate_stream(body: GenerateRequest, service: ServiceDep) -> StreamingResponse:
     """The same as /v1/generate as Server-Sent Events: `start`, then per post `token` deltas (`discard` if
     the finished post copied a training post and is drawn again, `post` when kept), then `done` with the
     generation id. An error after the stream started arrives as an `error` event."""
-    rate_limit(body.user_id)
     events = service.stream(body.model, body.prompt, body.n, author=body.author, sampling=sampling_of(body), seed=body.seed,
                             user_id=body.user_id)
     first = next(events)  # routing errors become a JSON error response, not a broken stream
@@ -72,10 +75,9 @@ def generate_stream(body: GenerateRequest, service: ServiceDep, rate_limit: Rate
     return StreamingResponse(encoded(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
 
-@router.post("/arena", response_model=ArenaResponse)
-def arena(body: ArenaRequest, service: ServiceDep, rate_limit: RateLimitDep) -> ArenaResponse:
+@router.post("/arena", response_model=ArenaResponse, dependencies=[RateLimited])
+def arena(body: ArenaRequest, service: ServiceDep) -> ArenaResponse:
     """Two posts from two variants of a running experiment, unlabelled and in a random order."""
-    rate_limit(body.user_id)
     pair_id, user_id, shown = service.arena(body.experiment, body.prompt, author=body.author, sampling=sampling_of(body),
                                             user_id=body.user_id)
     options = [ArenaOption(generation_id=s.generation_id, posts=[Post.of(p) for p in s.posts]) for s in shown]

@@ -7,12 +7,16 @@ from fastapi import APIRouter
 from tweetforge.experiments.ab import json_safe, list_experiments
 from tweetforge.registry.versions import ModelVersion, list_versions
 from tweetforge.serving.dependencies import ServiceDep
-from tweetforge.serving.protocol import ERRORS, ModelInfo, ModelList
+from tweetforge.serving.protocol import ERRORS, ModelInfo, ModelList, link
 
 router = APIRouter(prefix="/v1", tags=["models"], responses=ERRORS)
 
 
-@router.get("/models", response_model=ModelList)
+USE = {"generate": link("/v1/generate", {"model": "$response.body#/data/0/id"}, "Posts from the first model listed"),
+       "completions": link("/v1/completions", {"model": "$response.body#/data/0/id"}, "Completions from the first model listed")}
+
+
+@router.get("/models", response_model=ModelList, responses={200: {"links": USE}})
 def models(service: ServiceDep) -> ModelList:
     """Each version (NAME:VERSION), each persona (NAME: its champion, else its latest version) and each
     running experiment (its first variant shown)."""
