@@ -158,3 +158,32 @@ def test_feedback_written_from_many_threads_while_a_large_import_runs_is_never_r
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(feedback)).scalar() == len(acknowledged)
         assert conn.execute(select(func.count()).select_from(posts)).scalar() == 80_000
+
+
+def test_the_service_answers_503_with_retry_after_while_the_store_stays_locked(tmp_path, monkeypatch):
+    import datetime
+    import uuid
+
+    from fastapi.testclient import TestClient
+    from sqlalchemy import insert
+
+    import tweetforge.db.engine as engine_module
+    from tweetforge.db.schema import generations
+    from tweetforge.serving.app import create_app
+    from tweetforge.serving.service import Service, ServiceSettings
+
+    monkeypatch.setattr(engine_module, "BUSY_TIMEOUT_MS", 1000)  # the service's wait, 30 s by default
+    database = tmp_path / "store.db"
+    engine = engine_for(f"sqlite:///{database}")
+    generation = str(uuid.uuid4())
+    with engine.connect() as conn, conn.begin():
+        conn.execute(insert(generations).values(id=generation, created_at=datetime.datetime.now(), model_name="m", model_version=1,
+                                                prompt="", params={}, posts=[]))
+    client = TestClient(create_app(Service(engine, ServiceSettings(models=[]))))
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(database), "4"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    refused = client.post("/v1/feedback", json={"generation_id": generation, "event": "like"})
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "2"
+    assert refused.json()["error"]["code"] == "store_busy"
+    holder.wait(10)
+    assert client.post("/v1/feedback", json={"generation_id": generation, "event": "like"}).status_code == 200

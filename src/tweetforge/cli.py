@@ -1413,12 +1413,13 @@ def build_serving_app(models: list[str], max_batch: int, max_wait_ms: float, que
         errors.print(f"[yellow]not loaded[/] {ref}: {reason}", highlight=False)
     loaded = (", ".join(m.version.ref + (" (adapter)" if m.shared_base else "") for m in service.loaded())
               or "none (train one: tweetforge train DATASET)")
-    app = create_app(service, admin_token=settings.admin_token, cors_origins=settings.cors_origins,
+    admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
+    app = create_app(service, admin_token=admin_token, cors_origins=settings.cors_origins,
                      rate_limit_per_minute=settings.rate_limit_per_minute, trusted_proxies=trusted_proxies, limits=limits)
     if not no_ui:  # mounted last: at /, it takes every path the API does not answer
         from tweetforge.ui.app import mount_ui
 
-        app = mount_ui(app, service, admin_token=settings.admin_token)
+        app = mount_ui(app, service, admin_token=admin_token)
     return app, loaded
 
 

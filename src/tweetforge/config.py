@@ -30,8 +30,8 @@ class Settings(BaseSettings):
     file:///shared/dir) shared by every machine on the same store; unset, the data home. Credentials come
     from the filesystem's own configuration (AWS_* variables, ~/.aws, …), never from this URL."""
 
-    admin_token: str | None = None
-    """Bearer token for the service's admin operations; unset, they answer 403."""
+    admin_token: SecretStr | None = None
+    """Bearer token for the service's admin operations; unset, they answer 403. Hidden in reprs and logs."""
 
     cors_origins: list[str] = []
     """Origins allowed to call the API from a browser (e.g. ["http://localhost:3000"])."""
@@ -121,6 +121,22 @@ class Settings(BaseSettings):
         return self.artifacts.rstrip("/") + "/models" if self.artifacts else self.resolved_home / "models"
 
 
+TOKEN_SETTINGS = ("TWEETFORGE_ADMIN_TOKEN", "TWEETFORGE_X_BEARER_TOKEN", "TWEETFORGE_MASTODON_TOKEN")
+
+
+def _refuse_a_readable_env_file() -> None:
+    """A .env holding a token must be readable by its owner alone (chmod 600), as ssh insists for its keys."""
+    from tweetforge.errors import TweetforgeError
+
+    env = Path(".env")
+    if not env.is_file():
+        return
+    mode = env.stat().st_mode & 0o777
+    if mode & 0o077 and any(name in env.read_text(errors="replace") for name in TOKEN_SETTINGS):
+        raise TweetforgeError(f"{env.resolve()} holds a token and other users can read it (mode {mode:o}): chmod 600 {env}")
+
+
 @lru_cache
 def get_settings() -> Settings:
+    _refuse_a_readable_env_file()
     return Settings()

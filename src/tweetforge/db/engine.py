@@ -80,14 +80,16 @@ def is_locked(error: OperationalError) -> bool:
 
 
 @contextmanager
-def write_transaction(conn: Connection, on_wait: Callable[[str], None] | None = None, wait_s: float = BUSY_TIMEOUT_MS / 1000) -> Iterator[None]:
+def write_transaction(conn: Connection, on_wait: Callable[[str], None] | None = None, wait_s: float | None = None) -> Iterator[None]:
     """A transaction holding the store's write lock from its first statement. SQLite has one writer at a time:
     while another process writes (an import's merge, the server recording feedback), wait for it, say so once
-    through on_wait, and give up after wait_s. PostgreSQL locks rows, not the store: a plain transaction."""
+    through on_wait, and give up after wait_s (the connections' busy timeout, 30 s, unless given). PostgreSQL
+    locks rows, not the store: a plain transaction."""
     if conn.dialect.name != "sqlite":
         with conn.begin():
             yield
         return
+    wait_s = BUSY_TIMEOUT_MS / 1000 if wait_s is None else wait_s
     deadline = time.monotonic() + wait_s
     told = False
     raw = conn.connection.dbapi_connection

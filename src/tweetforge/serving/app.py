@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
+from tweetforge.db.engine import StoreBusy
 from tweetforge.serving.graphql import graphql_router
 from tweetforge.serving.limits import Limits, RequestLimits
 from tweetforge.serving.metrics import MeasureRequests, Metrics
@@ -82,7 +83,7 @@ def create_app(service: Service, *, admin_token: str | None = None, cors_origins
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, server_error)
-    for lost in (OperationalError, InterfaceError):  # pool_pre_ping replaces dead connections once the server is back
+    for lost in (OperationalError, InterfaceError, StoreBusy):  # pool_pre_ping replaces dead connections once the server is back
         app.add_exception_handler(lost, store_unavailable)
     for area in (generation, completions, feedback, models, admin, operations):
         app.include_router(area.router)

@@ -20,6 +20,7 @@ from strawberry.fastapi import GraphQLRouter
 from strawberry.http.base import HTTPException
 from strawberry.types import Info
 
+from tweetforge.db.engine import StoreBusy
 from tweetforge.serving.dependencies import check_rate_limit
 from tweetforge.serving.limits import Limits
 from tweetforge.serving.protocol import FeedbackRequest, GenerateRequest, sampling_of
@@ -114,7 +115,7 @@ async def _call(function: Any, *args: Any, **kwargs: Any) -> Any:
         return await run_in_threadpool(function, *args, **kwargs)  # anyio's 40 threads, as REST; asyncio's default pool has cpu+4
     except ServiceError as exc:
         raise _refused(exc) from None
-    except (OperationalError, InterfaceError) as exc:
+    except (OperationalError, InterfaceError, StoreBusy) as exc:
         raise _refused(store_refusal(exc)) from None
 
 
