@@ -400,3 +400,16 @@ def test_ingest_sources_and_sync_commands(tmp_path, net):
     assert failed.returncode == 1 and "Error: bsky:alice.bsky.social: " in failed.stderr
     assert "Synced mastodon:bob@mastodon.test" in failed.stdout  # the other account still synced
     assert "500" in run_cli(home, "sources").stdout
+
+
+def test_posts_no_store_can_take_are_left_out_and_named(engine, net):
+    from datetime import datetime
+
+    bob = net.mastodon_account("bob", 3)
+    bob.add("a post with a language tag of a thousand characters", lang="x" * 1000)
+    bob.add("a post from the year 2250", at=datetime(2250, 1, 1))
+    result = sync(engine, net, "mastodon:@bob@mastodon.test")
+    assert result.unusable == 2 and result.new == 3
+    assert any("time 2250-01-01 00:00:00 is not a plausible post time" in note for note in result.notes)
+    assert any("language is 1,000 characters" in note for note in result.notes), result.notes
+    assert "a post from the year 2250" not in stored(engine, "mastodon").values()

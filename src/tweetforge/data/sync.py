@@ -20,7 +20,8 @@ from sqlalchemy import Connection, Engine, and_, func, insert, select, update
 
 from tweetforge.data.generated import generated_fingerprints, record_refusals, text_fingerprint
 from tweetforge.data.ingest import now_utc
-from tweetforge.data.post import Post
+from tweetforge.data.post import BadRecord, Post
+from tweetforge.data.sources.fields import checked
 from tweetforge.data.sources.live import (
     PREFIX,
     Account,
@@ -71,6 +72,8 @@ class SyncResult:
     refused: int = 0
     generated: int = 0
     deleted: int = 0
+    unusable: int = 0
+    """Posts the server sent that no store can take (absurd dates, overlong fields): left out, the first named in notes."""
     waited_s: float = 0.0
     duration_s: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -144,7 +147,13 @@ class _Writer:
             kept: dict[tuple[str, str], Post] = {}
             refused_generated = []
             for post in page.posts:
-                if blocked and post.author.lower() in blocked:
+                shown = post.post_id if len(post.post_id) <= 80 else f"{post.post_id[:40]}…{post.post_id[-20:]}"
+                bad = checked(post, f"{post.network} post {shown}")
+                if isinstance(bad, BadRecord):  # an instance is whoever runs it: its answers are untrusted input
+                    result.unusable += 1
+                    if result.unusable <= 3:
+                        result.notes.append(f"{bad.location}: {bad.reason}; left out")
+                elif blocked and post.author.lower() in blocked:
                     result.refused += 1
                 elif ours and text_fingerprint(post.text) in ours:
                     result.generated += 1
