@@ -114,22 +114,33 @@ def test_an_id_never_changes_author(tmp_path):
     assert stored.author == "realDonaldTrump" and stored.text.startswith("A great honor to visit the 9/11 Memorial")
 
 
-def test_feedback_written_from_many_threads_while_a_large_import_runs_is_never_refused(tmp_path):
-    import csv
+def logged_generation(engine) -> str:  # type: ignore[no-untyped-def]
+    """The id of a generation in the log, for feedback to name."""
     import datetime
     import uuid
 
-    from sqlalchemy import func, insert
+    from sqlalchemy import insert
 
-    from tweetforge.db.schema import feedback, generations
-    from tweetforge.experiments.ab import record_feedback
+    from tweetforge.db.schema import generations
 
-    home = tmp_path / ".tweetforge"
-    engine = engine_for(f"sqlite:///{home / 'tweetforge.db'}")
     generation = str(uuid.uuid4())
     with engine.connect() as conn, conn.begin():
         conn.execute(insert(generations).values(id=generation, created_at=datetime.datetime.now(), model_name="m", model_version=1,
                                                 prompt="", params={}, posts=[]))
+    return generation
+
+
+def test_feedback_written_from_many_threads_while_a_large_import_runs_is_never_refused(tmp_path):
+    import csv
+
+    from sqlalchemy import func
+
+    from tweetforge.db.schema import feedback
+    from tweetforge.experiments.ab import record_feedback
+
+    home = tmp_path / ".tweetforge"
+    engine = engine_for(f"sqlite:///{home / 'tweetforge.db'}")
+    generation = logged_generation(engine)
     big = tmp_path / "big.csv"
     with big.open("w", newline="") as f:
         writer = csv.writer(f)
@@ -161,24 +172,17 @@ def test_feedback_written_from_many_threads_while_a_large_import_runs_is_never_r
 
 
 def test_the_service_answers_503_with_retry_after_while_the_store_stays_locked(tmp_path, monkeypatch):
-    import datetime
-    import uuid
 
     from fastapi.testclient import TestClient
-    from sqlalchemy import insert
 
     import tweetforge.db.engine as engine_module
-    from tweetforge.db.schema import generations
     from tweetforge.serving.app import create_app
     from tweetforge.serving.service import Service, ServiceSettings
 
     monkeypatch.setattr(engine_module, "BUSY_TIMEOUT_MS", 1000)  # the service's wait, 30 s by default
     database = tmp_path / "store.db"
     engine = engine_for(f"sqlite:///{database}")
-    generation = str(uuid.uuid4())
-    with engine.connect() as conn, conn.begin():
-        conn.execute(insert(generations).values(id=generation, created_at=datetime.datetime.now(), model_name="m", model_version=1,
-                                                prompt="", params={}, posts=[]))
+    generation = logged_generation(engine)
     client = TestClient(create_app(Service(engine, ServiceSettings(models=[]))))
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(database), "4"], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"

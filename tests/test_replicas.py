@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from conftest import quick, shared
+from conftest import free_port, quick, shared
 from test_postgres import URL, drop_everything
 
 pytestmark = pytest.mark.skipif(not URL, reason="TWEETFORGE_TEST_POSTGRES_URL is not set (CI sets it)")
@@ -49,12 +49,6 @@ def pg_home(tmp_path, tiny_gpt2):
     yield home, engine
     engine.dispose()
     drop_everything()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Proxy:
