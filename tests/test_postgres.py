@@ -269,10 +269,8 @@ def many_posts(count: int, start: int = 0) -> list[dict]:
 
 @pytest.mark.parametrize("stage_with", ["copy", "insert"])
 def test_postgres_failed_import_after_many_good_posts_changes_nothing(pg, tmp_path, stage_with):
-    """A bad record, or a text PostgreSQL refuses (a NUL), after more posts than one staging batch: the
+    """A bad record, or a text no store can hold (a NUL), after more posts than one staging batch: the
     import stops, the store is as it was, and the same connections import the good file afterwards."""
-    from sqlalchemy.exc import DataError
-
     from tweetforge.data.store import STAGE_BATCH, STAGE_WITH
 
     engine = pg.execution_options(**{STAGE_WITH: stage_with})
@@ -287,7 +285,7 @@ def test_postgres_failed_import_after_many_good_posts_changes_nothing(pg, tmp_pa
     assert table_dump(pg, *STORE_TABLES) == before
 
     with_nul = write_jsonl(tmp_path / "nul.jsonl", good + [{"id": "nul", "author": "ann", "text": "a NUL \u0000 inside"}])
-    with pytest.raises(DataError):  # as the INSERT path refuses it
+    with pytest.raises(SourceError, match=rf"line {len(good) + 1}: contains a NUL character"):  # no store can hold it
         load(engine, with_nul)
     assert table_dump(pg, *STORE_TABLES) == before
 

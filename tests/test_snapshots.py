@@ -67,7 +67,7 @@ def test_snapshot_is_immutable_hashed_and_readable_without_tweetforge(engine, tm
 
 def test_minimum_data_guard(engine, tmp_path):
     tweets = [archive_tweet(str(i), f"Post number {i} says something about rockets and cars") for i in range(120)]
-    make_archive(tmp_path / "small.zip", "tiny", [[archive_tweet(f"t{i}", f"Tiny post {i} says something") for i in range(20)]])
+    make_archive(tmp_path / "small.zip", "tiny", [[archive_tweet(str(10**6 + i), f"Tiny post {i} says something") for i in range(20)]])
     make_archive(tmp_path / "medium.zip", "medium", [tweets])
     ingest(engine, open_source(str(tmp_path / "small.zip")))
     ingest(engine, open_source(str(tmp_path / "medium.zip")))
