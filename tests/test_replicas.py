@@ -55,7 +55,7 @@ class Proxy:
     """A TCP forwarder to the database: stopping it is the network between a replica and PostgreSQL failing."""
 
     def __init__(self, port: int, upstream: tuple[str, int]):
-        self.port, self.upstream, self.sockets = port, upstream, []
+        self.port, self.upstream, self.sockets, self.stopped = port, upstream, [], False
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", port))
@@ -67,6 +67,9 @@ class Proxy:
             try:
                 client, _ = self.listener.accept()
             except OSError:
+                return
+            if self.stopped:  # accepted as stop() ran: the network is down for this one too
+                client.close()
                 return
             server = socket.create_connection(self.upstream)
             self.sockets += [client, server]
@@ -87,6 +90,11 @@ class Proxy:
                 pass
 
     def stop(self) -> None:
+        self.stopped = True
+        try:  # close() alone does not wake a thread blocked in accept(), which would go on accepting
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.listener.close()
         for s in self.sockets:
             try:
