@@ -122,8 +122,11 @@ def test_registration_killed(home, tiny_gpt2, at, when, match):
     run_cli(home, "dataset", "create", "elon-v1")
     killed(home, at, *train_args(tiny_gpt2), when=when, match=match)
     assert json.loads(run_cli(home, "models", "list", "--json").stdout) == []
-    first = json.loads(run_cli(home, *train_args(tiny_gpt2)).stdout)
-    assert first["ref"] == "elon:1"
+    resumed = run_cli(home, *train_args(tiny_gpt2), "--resume")  # the trained run is registered, not trained again
+    (run_dir,) = home.glob("runs/*")
+    assert f"Resuming run {run_dir.name}" in resumed.stderr
+    first = json.loads(resumed.stdout)
+    assert first["ref"] == "elon:1" and first["run_id"] == run_dir.name and first["metrics"]["steps"] == 12
     second = json.loads(run_cli(home, *train_args(tiny_gpt2)).stdout)
     assert second["ref"] == "elon:2"
     assert sorted(p.name for p in (home / "models" / "elon").iterdir()) == ["1", "2"]

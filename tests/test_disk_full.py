@@ -100,6 +100,9 @@ def test_training_and_registration_on_a_full_disk(disk, tiny_gpt2, at):
     assert_disk_full(filled_during(disk, at, *train_args(tiny_gpt2)), disk)
     assert json.loads(run_cli(home, "models", "list", "--json").stdout) == []
     (disk / "filler").unlink()
-    trained = json.loads(run_cli(home, *train_args(tiny_gpt2)).stdout)
+    # a run the disk stopped at a checkpoint starts again; one stopped at registration is only registered
+    again = ("--resume",) if at.endswith(":register") else ()
+    trained = json.loads(run_cli(home, *train_args(tiny_gpt2), *again).stdout)
     assert trained["ref"] == "elon:1" and (home / "models" / "elon" / "1" / "model.safetensors").exists()
+    assert len(list(home.glob("runs/*"))) == 1 + (not again)
     assert not [p for p in (home / "models").iterdir() if p.name.startswith(".")]

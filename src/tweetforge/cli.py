@@ -684,7 +684,7 @@ def train(
 
     from tweetforge.config import get_settings
     from tweetforge.data.snapshots import get_snapshot
-    from tweetforge.registry.versions import register, resolve
+    from tweetforge.registry.versions import list_versions, register, resolve
     from tweetforge.training.distributed import World, launch
     from tweetforge.training.train import TrainConfig, find_resumable_run, saved_config
     from tweetforge.training.train import train as run_training
@@ -706,7 +706,8 @@ def train(
         checkpoint_every=checkpoint_every, seed=seed, precision=precision, compile=compile, threads=threads, device=device, report_to=report_to,
     )
     started = time.perf_counter()
-    run_dir = resume_from or (find_resumable_run(home, config.model_name) if resume else None)
+    registered = {v.run_id for v in list_versions(engine(), config.model_name)} if resume and not resume_from else set()
+    run_dir = resume_from or (find_resumable_run(home, config.model_name, registered) if resume else None)
     if run_dir is not None:
         config = saved_config(run_dir)
         if world.main:

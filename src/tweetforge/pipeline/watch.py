@@ -176,7 +176,7 @@ def running_experiment(engine: Engine, log: Log, name: str) -> bool:
 def retrain(engine: Engine, home: Path, log: Log, name: str, version: int, dataset: str, settings: WatchSettings) -> None:
     from tweetforge.config import get_settings
     from tweetforge.evaluation.promotion import DEFAULT_MARGIN, promote
-    from tweetforge.registry.versions import register, resolve
+    from tweetforge.registry.versions import list_versions, register, resolve
     from tweetforge.training.train import TrainConfig, find_resumable_run, saved_config, train
 
     champion_snapshot = get_snapshot(engine, dataset)
@@ -203,7 +203,7 @@ def retrain(engine: Engine, home: Path, log: Log, name: str, version: int, datas
     try:
         run_dir = None
         try:
-            run_dir = find_resumable_run(home, name)
+            run_dir = find_resumable_run(home, name, {v.run_id for v in list_versions(engine, name)})
             if saved_config(run_dir).dataset != snapshot.name:
                 run_dir = None
         except TweetforgeError:

@@ -13,7 +13,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -544,7 +544,7 @@ def train_loop(config: TrainConfig, *, model: torch.nn.Module, optimizer: torch.
     model.train()
     budget = config.max_minutes * 60 if config.max_minutes else None
     session_start, session_tokens, seconds_before = time.perf_counter(), 0, state.seconds
-    while state.step < schedule.total_steps:
+    while state.step < schedule.total_steps and not state.stopped_because:  # a resumed run that had ended: nothing to train
         epoch, offset = divmod(state.step, schedule.steps_per_epoch)
         order = epoch_order(len(blocks.train), config.seed, epoch)
         indices = order[offset * config.batch_size : (offset + 1) * config.batch_size]
@@ -666,13 +666,15 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def find_resumable_run(home: Path, model_name: str) -> Path:
+def find_resumable_run(home: Path, model_name: str, registered: Collection[str] = ()) -> Path:
+    """The newest run of model_name that was interrupted, or that finished but is not among the registered
+    run ids (its registration failed: a full disk, a kill); resuming the latter only registers it."""
     own = re.compile(rf"^{re.escape(model_name)}-\d{{8}}-\d{{6}}-[0-9a-f]{{4}}$")  # not another name's runs
     runs = sorted((p for p in (home / "runs").glob("*") if own.match(p.name)), key=lambda p: p.stat().st_mtime, reverse=True)
     for run in runs:
-        if (run / "status").exists() and (run / "status").read_text() != "finished":
+        if (run / "status").exists() and ((run / "status").read_text() != "finished" or run.name not in registered):
             return run
-    raise TrainingError(f"no interrupted run of {model_name} to resume under {home / 'runs'}")
+    raise TrainingError(f"no interrupted or unregistered run of {model_name} to resume under {home / 'runs'}")
 
 
 def saved_config(run_dir: Path) -> TrainConfig:
