@@ -210,6 +210,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_ready(url: str, process: subprocess.Popen, log: Path) -> None:
+    """Until `tweetforge serve` at url answers /readyz with 200; fails with the end of its log if it dies or
+    takes more than two minutes."""
+    import httpx
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"serve stopped:\n{log.read_text()[-3000:]}"
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} not ready:\n{log.read_text()[-3000:]}")
+
+
 class LiveServer:
     """uvicorn serving an app on a free loopback port, in a thread of the test process."""
 

@@ -22,7 +22,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import free_port, quick
+from conftest import free_port, quick, wait_ready
+from tweetforge.config import Settings
 from tweetforge.registry.versions import register
 from tweetforge.serving.app import create_app
 from tweetforge.serving.limits import Limits
@@ -65,15 +66,7 @@ class Served:
         with log.open("wb") as out:
             self.process = subprocess.Popen([sys.executable, "-m", "tweetforge", "serve", "--port", str(self.port), "--model", MODEL, *args],
                                             env=variables, stdout=out, stderr=subprocess.STDOUT, cwd=home.parent)
-        deadline = time.monotonic() + 120
-        while True:
-            assert self.process.poll() is None and time.monotonic() < deadline, f"serve did not start:\n{log.read_text()[-3000:]}"
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        wait_ready(self.url, self.process, log)
 
     def rss(self) -> float:
         return rss_mb(self.process.pid)
@@ -165,7 +158,7 @@ def test_graphql_refuses_documents_over_its_limits_naming_the_limit(service):
     assert errors_of(many, operationName="q1") == ["6 operations in one document; the limit is 5"]
     long = "{ models { " + "ref " * 2500 + "} }"
     assert any("more than 2000 tokens" in m for m in errors_of(long))
-    small = Limits(graphql_max_depth=1, graphql_max_aliases=0, graphql_max_operations=1, graphql_max_tokens=30)
+    small = Limits.of(Settings(), graphql_max_depth=1, graphql_max_aliases=0, graphql_max_operations=1, graphql_max_tokens=30)
     tight = client_of(service, limits=small).post("/graphql", json={"query": '{ experiment(name: "x") { variants { variant } } }'})
     assert "exceeds maximum operation depth of 1" in tight.text
     assert client.post("/graphql", json={"query": "{ models { ref } }"}).json()["data"]["models"]

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from conftest import free_port, quick, shared
+from conftest import free_port, quick, shared, wait_ready
 from test_postgres import URL, drop_everything
 
 pytestmark = pytest.mark.skipif(not URL, reason="TWEETFORGE_TEST_POSTGRES_URL is not set (CI sets it)")
@@ -108,19 +108,6 @@ def start_replica(home: Path, database_url: str, port: int, log: Path) -> subpro
     env = {**os.environ, "TWEETFORGE_HOME": str(home), "TWEETFORGE_DATABASE_URL": database_url}
     return subprocess.Popen([sys.executable, "-m", "tweetforge", "serve", "--no-ui", "--port", str(port), "--model", "tiny-rep:1",
                              "--model", "tiny-rep:2", "--watch-registry", "0.5"], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-
-
-def wait_ready(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()[-3000:]
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"{url} not ready: {log.read_text()[-3000:]}")
 
 
 def test_two_replicas_share_assignments_feedback_and_champions_and_survive_each_other(pg_home, tmp_path):

@@ -72,10 +72,10 @@ def _store_failure(error: Any) -> str | None:
     from sqlalchemy.engine import make_url
 
     from tweetforge.config import get_settings
-    from tweetforge.db.engine import is_locked
+    from tweetforge.db.engine import BUSY_TIMEOUT_MS, is_locked
 
     if is_locked(error):
-        return "the store is busy: another process kept its write lock for 30 s; nothing was written, run the command again"
+        return f"the store is busy: another process kept its write lock for {BUSY_TIMEOUT_MS // 1000} s; nothing was written, run the command again"
     if "disk is full" in str(error.orig):
         store = make_url(get_settings().resolved_database_url).database
         return f"the disk holding the store {store} is full: free some space and run the command again"
@@ -1406,9 +1406,7 @@ def build_serving_app(models: list[str], max_batch: int, max_wait_ms: float, que
 
     settings = get_settings()
     GuardedHttpProtocol.configure(header_timeout_s, settings.max_header_bytes)  # in this process: each --workers process builds its app
-    limits = Limits(max_body_bytes=settings.max_body_bytes, body_timeout_s=body_timeout_s, graphql_max_depth=settings.graphql_max_depth,
-                    graphql_max_aliases=settings.graphql_max_aliases, graphql_max_operations=settings.graphql_max_operations,
-                    graphql_max_tokens=settings.graphql_max_tokens)
+    limits = Limits.of(settings, body_timeout_s=body_timeout_s)
     service = Service(engine(), ServiceSettings(models, max_batch, max_wait_ms, queue_size, copy_filter=not allow_copies,
                                                 shared_base=not merged, max_adapters=max_adapters))
     service.load()

@@ -25,11 +25,12 @@ def _sweep_staging(parent: Path) -> None:
     host = socket.gethostname()
     for entry in parent.glob(".tmp-*@*@*@*"):
         _, their_host, pid, _ = entry.name.rsplit("@", 3)
-        if their_host == host and pid.isdigit() and not _alive(int(pid)):
+        if their_host == host and pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this host runs under pid (one of another user counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -46,6 +47,14 @@ def discard_directory(path: Path) -> None:
     shutil.rmtree(doomed, ignore_errors=True)
 
 
+def replace_directory(staging: Path, target: Path) -> None:
+    """Rename a finished staging directory onto target, discarding whatever stood there."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        discard_directory(target)
+    os.replace(staging, target)
+
+
 @contextmanager
 def atomic_directory(target: Path) -> Iterator[Path]:
     """A staging directory beside target, renamed onto it (replacing any old one) when the block succeeds;
@@ -53,9 +62,7 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     staging = staging_directory(target.parent, target.name)
     try:
         yield staging
-        if target.exists():
-            discard_directory(target)
-        os.replace(staging, target)
+        replace_directory(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

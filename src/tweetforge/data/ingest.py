@@ -26,7 +26,7 @@ from tweetforge.data.store import (
     opted_out_handles,
     stage,
     staged_author_conflicts,
-    unstage,
+    unstage_author_conflicts,
 )
 from tweetforge.db.engine import write_transaction
 from tweetforge.db.schema import import_skips, imports
@@ -180,7 +180,7 @@ def _refuse_other_authors_ids(conn: Connection, source: Source, staged: Staged) 
         more = f" (and {len(conflicts) - 1:,} more)" if len(conflicts) > 1 else ""
         raise SourceError(source.spec, f"{network} post {post_id} is stored as @{stored}'s, this source gives it to @{claimed}{more}: "
                                        "an id never changes author (--skip-bad imports the other records)")
-    unstage(conn, [(n, i) for n, i, _, _ in conflicts])
+    unstage_author_conflicts(conn)
     result = staged.result
     for network, post_id, stored, claimed in conflicts:
         result.skipped.append(BadRecord(f"{network} post {post_id}", f"stored as @{stored}'s, this source gives it to @{claimed}"))
@@ -192,7 +192,8 @@ def _refuse_other_authors_ids(conn: Connection, source: Source, staged: Staged) 
 def _merge(conn: Connection, source: Source, staged: Staged, started_at: datetime, started: float, file_hash: str) -> ImportResult:
     """Record the import run and merge the staged posts, under the store's write lock."""
     result = staged.result
-    opted_out_meanwhile = sorted(a for a in result.authors if a.lower() in opted_out_handles(conn) - staged.blocked)
+    newly_opted_out = opted_out_handles(conn) - staged.blocked
+    opted_out_meanwhile = sorted(a for a in result.authors if a.lower() in newly_opted_out)
     if opted_out_meanwhile:
         raise SourceError(source.spec, f"@{opted_out_meanwhile[0]} opted out while this import ran: nothing imported, run it again")
     _refuse_other_authors_ids(conn, source, staged)

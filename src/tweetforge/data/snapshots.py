@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from tweetforge.data.store import read_posts
 from tweetforge.db.engine import writing
 from tweetforge.db.schema import datasets
 from tweetforge.errors import TweetforgeError
-from tweetforge.files import discard_directory, staging_directory
+from tweetforge.files import replace_directory, staging_directory
 
 SPLITS = ("train", "validation", "test")
 DEFAULT_FRACTIONS = (0.90, 0.05, 0.05)
@@ -271,10 +270,8 @@ def create_snapshot(engine: Engine, datasets_dir: Path | str, request: SnapshotR
                     posts=snapshot.posts,
                 )
             )
-            if final is not None:
-                if final.exists():  # the name's row is ours now, so this is a killed process's leftover
-                    discard_directory(final)
-                os.replace(staging, final)
+            if final is not None:  # the name's row is ours now: a folder there is a killed process's leftover
+                replace_directory(staging, final)
         if remote:
             keep_as_cached(staging, snapshot.location, marker)
     finally:

@@ -166,23 +166,21 @@ def stage(conn: Connection, batch: Iterable[Post]) -> None:
         insert_into_staging(conn, batch)
 
 
+def _stored_under_another_author():  # type: ignore[no-untyped-def]
+    s, p = staging_posts, posts
+    return and_(p.c.network == s.c.network, p.c.post_id == s.c.post_id, func.lower(p.c.author) != func.lower(s.c.author))
+
+
 def staged_author_conflicts(conn: Connection) -> list[tuple[str, str, str, str]]:
     """(network, post_id, stored author, staged author) of staged posts whose id is stored under another
     author: an id never changes author, so such a record is another post (or a forged one), never an edit."""
     s, p = staging_posts, posts
-    query = (
-        select(s.c.network, s.c.post_id, p.c.author, s.c.author)
-        .join(p, and_(p.c.network == s.c.network, p.c.post_id == s.c.post_id))
-        .where(func.lower(p.c.author) != func.lower(s.c.author))
-        .order_by(s.c.network, s.c.post_id)
-    )
+    query = select(s.c.network, s.c.post_id, p.c.author, s.c.author).join(p, _stored_under_another_author()).order_by(s.c.network, s.c.post_id)
     return [tuple(row) for row in conn.execute(query)]
 
 
-def unstage(conn: Connection, keys: list[tuple[str, str]]) -> None:
-    s = staging_posts
-    for network, post_id in keys:
-        conn.execute(delete(s).where(s.c.network == network, s.c.post_id == post_id))
+def unstage_author_conflicts(conn: Connection) -> None:
+    conn.execute(delete(staging_posts).where(exists().where(_stored_under_another_author())))
 
 
 def merge_staged(conn: Connection, import_id: int) -> MergeCounts:

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from tweetforge.db.engine import writing
 from tweetforge.db.schema import locks
 from tweetforge.errors import TweetforgeError
+from tweetforge.files import process_alive
 
 
 class Locked(TweetforgeError):
@@ -28,13 +29,7 @@ def holder_alive(who: str) -> bool:
     host, _, pid = who.rpartition(" pid ")
     if host != socket.gethostname() or not pid.isdigit():
         return True  # another machine: only the age of its heartbeat tells
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return process_alive(int(pid))
 
 
 def _now() -> datetime:

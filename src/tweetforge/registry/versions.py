@@ -5,7 +5,6 @@ as `champion` and `challenger` point at versions."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from tweetforge.artifacts import cache_root, is_remote, join, keep_as_cached, lo
 from tweetforge.db.engine import writing
 from tweetforge.db.schema import model_aliases, model_versions
 from tweetforge.errors import TweetforgeError
-from tweetforge.files import discard_directory, staging_directory
+from tweetforge.files import replace_directory, staging_directory
 from tweetforge.registry.adapters import ADAPTER_DIR, save_adapter
 
 if TYPE_CHECKING:
@@ -238,11 +237,8 @@ def register(engine: Engine, models_dir: Path | str, result: TrainResult, snapsh
             ))
             if content is not None:
                 keep = publish_version(final, content, staging)
-            else:
-                Path(final).parent.mkdir(parents=True, exist_ok=True)
-                if Path(final).exists():  # the version's row is ours now, so this is a killed process's leftover
-                    discard_directory(Path(final))
-                os.replace(staging, final)
+            else:  # the version's row is ours now: a folder there is a killed process's leftover
+                replace_directory(staging, Path(final))
         if content is not None:
             keep_as_cached(staging, final, keep)
     finally:

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
+from tweetforge.config import Settings
 from tweetforge.db.engine import StoreBusy
 from tweetforge.serving.graphql import graphql_router
 from tweetforge.serving.limits import Limits, RequestLimits
@@ -65,7 +66,7 @@ async def server_error(_request: Request, _exc: Exception) -> JSONResponse:
 def create_app(service: Service, *, admin_token: str | None = None, cors_origins: Sequence[str] | None = None,
                rate_limit_per_minute: int = 120, trusted_proxies: Sequence[str] = (), limits: Limits | None = None) -> FastAPI:
     """trusted_proxies: the addresses or networks whose X-Forwarded-For names the client (the rate limit's key)."""
-    limits = limits or Limits()
+    limits = limits or Limits.of(Settings())
     app = FastAPI(title="tweetforge", version="1", description="Posts written by models trained on someone's posts. "
                   "Every generated post is marked `generated: true`.")
     metrics = Metrics(lambda: {m.version.ref: m.batcher.depth() for m in service.loaded()})

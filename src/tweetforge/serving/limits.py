@@ -12,17 +12,23 @@ from fastapi import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
+from tweetforge.config import Settings
+
 
 @dataclass(frozen=True)
 class Limits:
-    max_body_bytes: int = 64 * 1024
-    body_timeout_s: float = 30.0
-    """From the end of the request head to the end of its body."""
-    graphql_max_depth: int = 10
-    graphql_max_aliases: int = 10
-    graphql_max_operations: int = 5
-    """Operation definitions in one GraphQL document (batched lists are refused whatever their length)."""
-    graphql_max_tokens: int = 2000
+    """The app's share of the settings (config.py says what each bounds, and holds the defaults)."""
+
+    max_body_bytes: int
+    body_timeout_s: float
+    graphql_max_depth: int
+    graphql_max_aliases: int
+    graphql_max_operations: int
+    graphql_max_tokens: int
+
+    @classmethod
+    def of(cls, settings: Settings, **overrides: Any) -> Limits:
+        return cls(**{name: overrides.get(name, getattr(settings, name)) for name in cls.__dataclass_fields__})
 
 
 def error_bytes(status: int, code: str, message: str, close: bool = False) -> tuple[list[tuple[bytes, bytes]], bytes]:
